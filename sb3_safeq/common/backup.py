@@ -1,0 +1,94 @@
+"""
+The KL-regularized (soft) Bellman backup of Safe-Support Q-Learning, for discrete actions.
+
+With temperature ``alpha > 0`` and behavior policy ``beta``::
+
+    V(s)        = alpha * log sum_a beta(a|s) exp(Q(s, a) / alpha)
+    pi_Q(a|s)   ∝ beta(a|s) exp(Q(s, a) / alpha)
+
+``log beta`` is ``-inf`` outside the safe support, so both only ever put weight on safe actions.
+"""
+
+import torch as th
+
+
+def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th.Tensor:
+    """
+    Soft state value ``alpha * log E_{a~beta}[exp(Q(s, a) / alpha)]`` over the last dimension.
+
+    It is computed around the behavior mean ``c = E_beta[Q]`` as ``c + alpha * log E_beta[exp((Q - c) / alpha)]``,
+    which keeps both limits exact in float32:
+
+    - when some ``|Q - c| / alpha > 1`` (small ``alpha``), with a stable log-sum-exp: it tends to the masked max;
+    - otherwise (large ``alpha``) as ``log1p(E_beta[expm1((Q - c) / alpha)])``: a log-sum-exp near zero would lose
+      everything below float32 resolution, which ``alpha`` then multiplies; this form tends to ``E_beta[Q]``
+      (expected SARSA) with full relative precision.
+
+    :param q_values: Q-values, shape ``(..., n_actions)``
+    :param log_behavior: log-probabilities of the behavior policy, ``-inf`` outside the support,
+        same shape as ``q_values``
+    :param alpha: temperature, > 0
+    :return: soft values, shape ``(...)``; ``-inf`` for rows whose support is empty
+    """
+    behavior_probs = log_behavior.exp()
+    in_support = behavior_probs > 0
+    # Actions outside the support have probability 0; their Q-values may be arbitrary and must not leak in.
+    behavior_mean = (behavior_probs * q_values.masked_fill(~in_support, 0.0)).sum(dim=-1, keepdim=True)
+    scaled = (q_values - behavior_mean).masked_fill(~in_support, 0.0) / alpha
+    near_mean = scaled.abs().amax(dim=-1) <= 1.0
+    # Subtracting log sum beta cancels the rounding of beta's own normalisation.
+    correction_far = th.logsumexp(log_behavior + scaled, dim=-1) - th.logsumexp(log_behavior, dim=-1)
+    correction_near = th.log1p((behavior_probs * th.expm1(scaled.clamp(max=1.0))).sum(dim=-1))
+    correction = th.where(near_mean, correction_near, correction_far)
+    values = behavior_mean.squeeze(-1) + alpha * correction
+    return values.masked_fill(~in_support.any(dim=-1), -th.inf)
+
+
+def induced_logits(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th.Tensor:
+    """
+    Unnormalised log-probabilities of the induced policy ``pi_Q ∝ beta * exp(Q / alpha)``.
+
+    :param q_values: Q-values, shape ``(..., n_actions)``
+    :param log_behavior: log-probabilities of the behavior policy (``-inf`` outside the support)
+    :param alpha: temperature, > 0
+    :return: logits, ``-inf`` outside the support
+    """
+    return log_behavior + q_values / alpha
+
+
+def induced_log_probs(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th.Tensor:
+    """
+    Normalised log-probabilities of the induced policy ``pi_Q``.
+
+    :param q_values: Q-values, shape ``(..., n_actions)``
+    :param log_behavior: log-probabilities of the behavior policy (``-inf`` outside the support)
+    :param alpha: temperature, > 0
+    :return: log-probabilities, ``-inf`` outside the support
+    """
+    return th.log_softmax(induced_logits(q_values, log_behavior, alpha), dim=-1)
+
+
+def soft_bellman_target(
+    rewards: th.Tensor,
+    dones: th.Tensor,
+    next_q_values: th.Tensor,
+    next_log_behavior: th.Tensor,
+    alpha: float,
+    gamma: float,
+) -> th.Tensor:
+    """
+    Target ``y = r + gamma * (1 - terminated) * V(s')`` of the KL-regularized Bellman operator.
+
+    :param rewards: rewards, shape ``(batch, 1)``
+    :param dones: 1.0 where the episode *terminated* (time-limit truncations must already be 0), shape ``(batch, 1)``
+    :param next_q_values: target-network Q-values of the next observations, shape ``(batch, n_actions)``
+    :param next_log_behavior: behavior log-probabilities at the next observations, shape ``(batch, n_actions)``
+    :param alpha: temperature, > 0
+    :param gamma: discount factor
+    :return: targets, shape ``(batch, 1)``
+    """
+    next_values = soft_value(next_q_values, next_log_behavior, alpha).unsqueeze(-1)
+    # A terminal state may have no safe action (its value is then -inf); it is never bootstrapped from,
+    # so select instead of multiplying (0 * -inf would be NaN).
+    next_values = th.where(dones > 0, th.zeros_like(next_values), next_values)
+    return rewards + gamma * next_values

@@ -1,0 +1,183 @@
+"""
+Replay buffers that also store the safe support of each observation and of each next observation.
+
+The target ``V(s')`` needs the support (action mask) of the *next* observation, and the extraction head needs the
+support of the observation itself. SB3's ``_get_samples`` draws the environment index internally, so sampling is
+re-implemented here to keep the extra arrays aligned with the transitions.
+"""
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.type_aliases import TensorDict
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_safeq.common.support import masks_from_infos
+
+
+class SafeReplayBufferSamples(NamedTuple):
+    """A batch of transitions with the safe support of each observation and next observation."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    supports: th.Tensor
+    next_supports: th.Tensor
+
+
+class SafeDictReplayBufferSamples(NamedTuple):
+    """Dict-observation twin of :class:`SafeReplayBufferSamples`."""
+
+    observations: TensorDict
+    actions: th.Tensor
+    next_observations: TensorDict
+    dones: th.Tensor
+    rewards: th.Tensor
+    supports: th.Tensor
+    next_supports: th.Tensor
+
+
+def support_shape_and_dtype(action_space: spaces.Space) -> tuple[tuple[int, ...], type]:
+    """
+    :param action_space: the action space
+    :return: shape and dtype of the support of one observation (a boolean mask for Discrete actions)
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return (int(action_space.n),), np.bool_
+    raise ValueError(f"Safe replay buffers support Discrete action spaces, got {action_space!r}.")
+
+
+class _SupportStorage:
+    """
+    Storage of the supports, shared by the flat and the Dict buffers.
+
+    ``pending_supports`` holds the supports of the observations passed to the next :meth:`add` call: the algorithm
+    sets it just before SB3's ``_store_transition`` calls ``add`` (which has no argument for it). The supports of
+    the next observations come from ``info[ACTION_MASK_INFO_KEY]``, which the safety wrapper fills with the mask of
+    the *terminal* observation at the end of an episode, before the VecEnv auto-resets.
+    """
+
+    buffer_size: int
+    n_envs: int
+    pos: int
+    device: th.device
+    action_space: spaces.Space
+    supports: np.ndarray
+    next_supports: np.ndarray
+    pending_supports: np.ndarray | None
+
+    def _init_supports(self) -> None:
+        shape, dtype = support_shape_and_dtype(self.action_space)
+        self.supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
+        self.next_supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
+        self.pending_supports = None
+
+    def _store_supports(self, infos: list[dict[str, Any]]) -> None:
+        if self.pending_supports is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.add() needs the supports of the current observations: set "
+                "`buffer.pending_supports` (shape (n_envs, *support_shape)) before each add()."
+            )
+        assert isinstance(self.action_space, spaces.Discrete)
+        self.supports[self.pos] = self.pending_supports
+        self.next_supports[self.pos] = masks_from_infos(infos, int(self.action_space.n))
+        self.pending_supports = None
+
+    def _sample_supports(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
+        supports = th.as_tensor(self.supports[batch_inds, env_indices], device=self.device)
+        next_supports = th.as_tensor(self.next_supports[batch_inds, env_indices], device=self.device)
+        return supports, next_supports
+
+
+class SafeReplayBuffer(_SupportStorage, ReplayBuffer):
+    """
+    SB3's ``ReplayBuffer`` plus the safe support of every observation and next observation.
+
+    Same arguments as :class:`stable_baselines3.common.buffers.ReplayBuffer`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_supports()
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # Store the supports first: `super().add` advances `self.pos`.
+        self._store_supports(infos)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> SafeReplayBufferSamples:
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        if self.optimize_memory_usage:
+            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
+        else:
+            next_obs = self.next_observations[batch_inds, env_indices, :]
+        # Time-limit truncations are not terminations: the target still bootstraps from them.
+        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        supports, next_supports = self._sample_supports(batch_inds, env_indices)
+        return SafeReplayBufferSamples(
+            observations=self.to_torch(self._normalize_obs(self.observations[batch_inds, env_indices, :], env)),
+            actions=self.to_torch(self.actions[batch_inds, env_indices, :]),
+            next_observations=self.to_torch(self._normalize_obs(next_obs, env)),
+            dones=self.to_torch(dones.reshape(-1, 1)),
+            rewards=self.to_torch(self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env)),
+            supports=supports,
+            next_supports=next_supports,
+        )
+
+
+class SafeDictReplayBuffer(_SupportStorage, DictReplayBuffer):
+    """
+    Dict-observation twin of :class:`SafeReplayBuffer`.
+
+    Same arguments as :class:`stable_baselines3.common.buffers.DictReplayBuffer`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_supports()
+
+    def add(  # type: ignore[override]
+        self,
+        obs: dict[str, np.ndarray],
+        next_obs: dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        self._store_supports(infos)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray, env: VecNormalize | None = None
+    ) -> SafeDictReplayBufferSamples:
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        obs = self._normalize_obs({key: obs[batch_inds, env_indices, :] for key, obs in self.observations.items()}, env)
+        next_obs = self._normalize_obs(
+            {key: obs[batch_inds, env_indices, :] for key, obs in self.next_observations.items()}, env
+        )
+        assert isinstance(obs, dict) and isinstance(next_obs, dict)
+        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        supports, next_supports = self._sample_supports(batch_inds, env_indices)
+        return SafeDictReplayBufferSamples(
+            observations={key: self.to_torch(value) for key, value in obs.items()},
+            actions=self.to_torch(self.actions[batch_inds, env_indices]),
+            next_observations={key: self.to_torch(value) for key, value in next_obs.items()},
+            dones=self.to_torch(dones.reshape(-1, 1)),
+            rewards=self.to_torch(self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env)),
+            supports=supports,
+            next_supports=next_supports,
+        )

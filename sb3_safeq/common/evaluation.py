@@ -1,0 +1,104 @@
+"""Evaluation of a policy inside the safe support, with the ground-truth safety record of every episode."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.env_util import is_wrapped
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from sb3_safeq.common.support import ACTION_MASKS_METHOD, COST_INFO_KEY
+from sb3_safeq.common.wrappers import SafetyWrapper
+
+
+@dataclass
+class SafeEvaluation:
+    """
+    Result of :func:`evaluate_safe_policy`.
+
+    :param episode_returns: undiscounted return of each episode
+    :param episode_lengths: length of each episode
+    :param episode_costs: sum of ``info["cost"]`` in each episode
+    :param unsafe_visits: steps with ``info["cost"] > 0`` over all episodes
+    """
+
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    episode_costs: list[float] = field(default_factory=list)
+    unsafe_visits: int = 0
+
+    @property
+    def mean_return(self) -> float:
+        """:return: mean episode return"""
+        return float(np.mean(self.episode_returns))
+
+    @property
+    def std_return(self) -> float:
+        """:return: standard deviation of the episode returns"""
+        return float(np.std(self.episode_returns))
+
+
+def evaluate_safe_policy(
+    model: Any,
+    env: gym.Env | VecEnv,
+    n_eval_episodes: int = 10,
+    deterministic: bool = True,
+    use_masks: bool = True,
+    predict_fn: Callable[..., tuple[np.ndarray, Any]] | None = None,
+) -> SafeEvaluation:
+    """
+    Run a policy for a number of episodes and record returns, costs and unsafe visits.
+
+    The masks of the current observations are passed to ``model.predict(..., action_masks=...)`` when
+    ``use_masks`` is set, as deployment with a safety layer would; with ``use_masks=False`` the policy acts on its
+    own (this measures what it learned about the support). Episodes are counted as they finish, as SB3's
+    ``evaluate_policy`` does with several environments.
+
+    :param model: anything with ``predict(observation, deterministic=..., action_masks=...)``
+    :param env: a gymnasium environment (wrapped with :class:`SafetyWrapper` when needed) or a VecEnv whose
+        sub-environments expose ``action_masks()``
+    :param n_eval_episodes: number of episodes
+    :param deterministic: use deterministic actions
+    :param use_masks: pass the current safe masks to ``predict``
+    :param predict_fn: alternative to ``model.predict`` with the same signature
+    :return: the episode statistics
+    """
+    if n_eval_episodes < 1:
+        raise ValueError(f"n_eval_episodes={n_eval_episodes} must be >= 1.")
+    if not isinstance(env, VecEnv):
+        gym_env = env if is_wrapped(env, SafetyWrapper) else SafetyWrapper(env)
+        env = DummyVecEnv([lambda: gym_env])
+    predict = predict_fn if predict_fn is not None else model.predict
+    n_envs = env.num_envs
+    # Spread the episodes over the environments so that short episodes do not dominate (as SB3 does).
+    episode_targets = np.array([(n_eval_episodes + i) // n_envs for i in range(n_envs)], dtype=int)
+    episode_counts = np.zeros(n_envs, dtype=int)
+    current_returns = np.zeros(n_envs)
+    current_lengths = np.zeros(n_envs, dtype=int)
+    current_costs = np.zeros(n_envs)
+    result = SafeEvaluation()
+
+    observations = env.reset()
+    while (episode_counts < episode_targets).any():
+        kwargs: dict[str, Any] = {"deterministic": deterministic}
+        if use_masks:
+            kwargs["action_masks"] = np.stack(env.env_method(ACTION_MASKS_METHOD))
+        actions, _ = predict(observations, **kwargs)
+        observations, rewards, dones, infos = env.step(actions)
+        current_returns += rewards
+        current_lengths += 1
+        for index in range(n_envs):
+            cost = float(infos[index].get(COST_INFO_KEY, 0.0))
+            if episode_counts[index] >= episode_targets[index]:
+                continue
+            current_costs[index] += cost
+            result.unsafe_visits += int(cost > 0)
+            if dones[index]:
+                result.episode_returns.append(float(current_returns[index]))
+                result.episode_lengths.append(int(current_lengths[index]))
+                result.episode_costs.append(float(current_costs[index]))
+                episode_counts[index] += 1
+                current_returns[index] = current_lengths[index] = current_costs[index] = 0
+    return result

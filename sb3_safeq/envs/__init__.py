@@ -1,0 +1,43 @@
+"""
+Safe environments: each step reports the ground-truth ``info["cost"]`` and each env exposes ``action_masks()``
+(the sb3-contrib convention) giving the safe support of the current state.
+
+Call :func:`register_envs` (the package does it on import) to make them available to ``gymnasium.make``.
+"""
+
+import gymnasium as gym
+
+from sb3_safeq.envs.cartpole import SafeCartPoleEnv
+from sb3_safeq.envs.cliff_walking import SafeCliffWalkingEnv
+from sb3_safeq.envs.frozen_lake import SafeFrozenLakeEnv
+
+# id -> (entry point, kwargs, max_episode_steps)
+_ENV_SPECS: dict[str, tuple[str, dict, int]] = {
+    "SafeCliffWalking-v0": ("sb3_safeq.envs.cliff_walking:SafeCliffWalkingEnv", {"is_slippery": False}, 100),
+    "SafeCliffWalkingSlippery-v0": ("sb3_safeq.envs.cliff_walking:SafeCliffWalkingEnv", {"is_slippery": True}, 100),
+    "SafeFrozenLake8x8-v0": (
+        "sb3_safeq.envs.frozen_lake:SafeFrozenLakeEnv",
+        {"map_name": "8x8", "is_slippery": True},
+        200,
+    ),
+    "SafeCartPole-v0": ("sb3_safeq.envs.cartpole:SafeCartPoleEnv", {"position_limit": 1.0}, 500),
+}
+
+SAFE_DISCRETE_ENV_IDS: tuple[str, ...] = tuple(_ENV_SPECS)
+"""Ids of the bundled safe environments; all have a Discrete action space and ``action_masks()``."""
+
+
+def register_envs() -> None:
+    """Register the bundled safe environments with gymnasium; ids already registered are left untouched."""
+    for env_id, (entry_point, kwargs, max_episode_steps) in _ENV_SPECS.items():
+        if env_id not in gym.envs.registry:
+            gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs, max_episode_steps=max_episode_steps)
+
+
+__all__ = [
+    "SAFE_DISCRETE_ENV_IDS",
+    "SafeCartPoleEnv",
+    "SafeCliffWalkingEnv",
+    "SafeFrozenLakeEnv",
+    "register_envs",
+]

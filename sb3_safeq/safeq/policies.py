@@ -1,0 +1,331 @@
+"""Policies of SafeSupportQ for discrete actions: a Q-network, its target, and the categorical extraction head."""
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.dqn.policies import QNetwork
+from torch import nn
+
+from sb3_safeq.common.support import EmptySupportError, empty_support_message
+
+
+class CategoricalActor(BasePolicy):
+    """
+    The extraction head: a categorical policy over discrete actions, trained to match the induced policy ``pi_Q``.
+
+    Its logits are defined for every action; the safe mask is applied when acting. Training matches the full
+    softmax to ``pi_Q``, which has no mass outside the support, so the head also learns to avoid unsafe actions
+    when no mask is available at deployment (the benchmark measures how well: "support leakage").
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param features_extractor: network extracting features from observations
+    :param features_dim: number of features
+    :param net_arch: sizes of the hidden layers
+    :param activation_fn: activation function
+    :param normalize_images: whether to divide images by 255
+    """
+
+    action_space: spaces.Discrete
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.features_dim = features_dim
+        self.logits_net = nn.Sequential(*create_mlp(features_dim, int(action_space.n), net_arch, activation_fn))
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: observations
+        :return: unmasked logits, shape ``(batch, n_actions)``
+        """
+        return self.logits_net(self.extract_features(obs, self.features_extractor))
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return select_action(self(observation), deterministic)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            {
+                "net_arch": self.net_arch,
+                "features_dim": self.features_dim,
+                "activation_fn": self.activation_fn,
+                "features_extractor": self.features_extractor,
+            }
+        )
+        return data
+
+
+def select_action(logits: th.Tensor, deterministic: bool) -> th.Tensor:
+    """
+    :param logits: (masked) logits, shape ``(batch, n_actions)``
+    :param deterministic: take the mode instead of sampling
+    :return: actions, shape ``(batch,)``
+    """
+    if deterministic:
+        return logits.argmax(dim=-1)
+    return th.distributions.Categorical(logits=logits).sample()
+
+
+def apply_mask(logits: th.Tensor, masks: th.Tensor) -> th.Tensor:
+    """
+    :param logits: logits, shape ``(batch, n_actions)``
+    :param masks: boolean safe-action masks of the same shape
+    :return: logits with ``-inf`` outside the masks
+    """
+    return logits.masked_fill(~masks, -th.inf)
+
+
+class SafeSupportQPolicy(BasePolicy):
+    """
+    Policy of SafeSupportQ for ``Discrete`` actions: Q-network, target Q-network and a categorical extraction head,
+    each with its own features extractor.
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param lr_schedule: learning-rate schedule
+    :param net_arch: hidden layers, either one list for both networks or ``dict(qf=[...], pi=[...])``
+    :param activation_fn: activation function
+    :param features_extractor_class: features extractor to use
+    :param features_extractor_kwargs: keyword arguments for the features extractor
+    :param normalize_images: whether to divide images by 255
+    :param optimizer_class: optimizer of both networks
+    :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+    """
+
+    action_space: spaces.Discrete
+    q_net: QNetwork
+    q_net_target: QNetwork
+    actor: CategoricalActor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        if net_arch is None:
+            net_arch = [] if features_extractor_class == NatureCNN else [64, 64]
+        if isinstance(net_arch, dict):
+            unknown = set(net_arch) - {"qf", "pi"}
+            if unknown or not {"qf", "pi"} <= set(net_arch):
+                raise ValueError(f"net_arch as a dict needs exactly the keys 'qf' and 'pi', got {sorted(net_arch)}.")
+            qf_arch, pi_arch = list(net_arch["qf"]), list(net_arch["pi"])
+        else:
+            qf_arch, pi_arch = list(net_arch), list(net_arch)
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.qf_arch, self.pi_arch = qf_arch, pi_arch
+        self._build(lr_schedule)
+
+    def _net_args(self, net_arch: list[int]) -> dict[str, Any]:
+        # A fresh features extractor for every network: the critic and the actor are trained separately.
+        args = {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "net_arch": net_arch,
+            "activation_fn": self.activation_fn,
+            "normalize_images": self.normalize_images,
+        }
+        return self._update_features_extractor(args, features_extractor=None)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.q_net = QNetwork(**self._net_args(self.qf_arch)).to(self.device)
+        self.q_net_target = QNetwork(**self._net_args(self.qf_arch)).to(self.device)
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.set_training_mode(False)
+        self.actor = CategoricalActor(**self._net_args(self.pi_arch)).to(self.device)
+        self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+        self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(
+        self, observation: PyTorchObs, deterministic: bool = False, action_masks: th.Tensor | None = None
+    ) -> th.Tensor:
+        logits = self.actor(observation)
+        if action_masks is not None:
+            logits = apply_mask(logits, action_masks)
+        return select_action(logits, deterministic)
+
+    def _masks_to_tensor(self, action_masks: np.ndarray, n_obs: int) -> th.Tensor:
+        n_actions = int(self.action_space.n)
+        masks = np.asarray(action_masks)
+        if masks.size != n_obs * n_actions:
+            raise ValueError(
+                f"action_masks has {masks.size} entries, expected {n_obs} x {n_actions} (one boolean per action "
+                "for each observation)."
+            )
+        masks = masks.reshape(n_obs, n_actions).astype(bool)
+        if not masks.any(axis=1).all():
+            raise EmptySupportError(empty_support_message("An observation passed to predict()"))
+        return th.as_tensor(masks, device=self.device)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Get the extracted policy's action.
+
+        :param observation: the input observation (single or vectorised)
+        :param state: unused (no recurrent policies), returned as is
+        :param episode_start: unused
+        :param deterministic: take the most likely safe action instead of sampling
+        :param action_masks: safe-action masks; with them no action outside the masks is ever returned. Without
+            them the unmasked extraction head acts (it was trained to put no mass outside the support).
+        :return: the actions and the (unchanged) state
+        """
+        self.set_training_mode(False)
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(
+                "predict() got a tuple (obs, info): pass only the observation, e.g. `obs, info = env.reset(); "
+                "model.predict(obs)`."
+            )
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        masks = None if action_masks is None else self._masks_to_tensor(action_masks, n_obs)
+        with th.no_grad():
+            actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=masks)
+        actions_np = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        if not vectorized_env:
+            actions_np = actions_np.squeeze(axis=0)
+        return actions_np, state
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            {
+                "net_arch": self.net_arch,
+                "activation_fn": self.activation_fn,
+                "lr_schedule": self._dummy_schedule,
+                "optimizer_class": self.optimizer_class,
+                "optimizer_kwargs": self.optimizer_kwargs,
+                "features_extractor_class": self.features_extractor_class,
+                "features_extractor_kwargs": self.features_extractor_kwargs,
+            }
+        )
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.q_net.set_training_mode(mode)
+        self.actor.set_training_mode(mode)
+        self.training = mode
+
+
+MlpPolicy = SafeSupportQPolicy
+
+
+class CnnPolicy(SafeSupportQPolicy):
+    """
+    :class:`SafeSupportQPolicy` with a ``NatureCNN`` features extractor, for image observations.
+    Same parameters as :class:`SafeSupportQPolicy`.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+
+
+class MultiInputPolicy(SafeSupportQPolicy):
+    """
+    :class:`SafeSupportQPolicy` with a ``CombinedExtractor``, for Dict observations.
+    Same parameters as :class:`SafeSupportQPolicy`.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
