@@ -1,0 +1,75 @@
+"""Learning tests: SafeSupportQ must learn the right thing, without a single unsafe visit."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_safeq import SafeSupportQ
+from sb3_safeq.common.evaluation import evaluate_safe_policy
+from sb3_safeq.common.tabular import masked_uniform_behavior, reachable_states, soft_value_iteration
+
+CLIFF = "SafeCliffWalking-v0"
+OPTIMAL_SAFE_RETURN = -13.0  # up, 11 x right, down
+STEP_BUDGET = 20_000
+
+
+class StopWhenOptimal(BaseCallback):
+    """Evaluate the deterministic extracted policy every ``check_freq`` steps; stop once it is optimal."""
+
+    def __init__(self, check_freq: int = 500) -> None:
+        super().__init__()
+        self.check_freq = check_freq
+        self.solved_at: int | None = None
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.check_freq:
+            return True
+        result = evaluate_safe_policy(self.model, gym.make(CLIFF), n_eval_episodes=1, deterministic=True)
+        if result.mean_return == OPTIMAL_SAFE_RETURN:
+            self.solved_at = self.num_timesteps
+            return False
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_cliff_walking_optimal_without_unsafe_visits(seed: int) -> None:
+    callback = StopWhenOptimal()
+    model = SafeSupportQ("MlpPolicy", CLIFF, seed=seed)
+    model.learn(STEP_BUDGET, callback=callback)
+    print(f"seed {seed}: optimal after {callback.solved_at} steps")
+    assert model.safety_counters.unsafe_visits == 0
+    assert model.safety_counters.out_of_support_actions == 0
+    assert callback.solved_at is not None, f"not optimal within {STEP_BUDGET} steps"
+    # The deployed policy with the safety masks is optimal and safe; the unmasked head must be too.
+    for use_masks in (True, False):
+        result = evaluate_safe_policy(model, gym.make(CLIFF), n_eval_episodes=2, use_masks=use_masks)
+        assert result.mean_return == OPTIMAL_SAFE_RETURN and result.unsafe_visits == 0
+
+
+@pytest.mark.slow
+def test_learned_q_matches_soft_value_iteration() -> None:
+    # alpha = 1 makes the soft values differ clearly from the hard ones, so a wrong backup cannot pass.
+    alpha, gamma, tolerance = 1.0, 0.99, 0.3
+    env = gym.make(CLIFF)
+    unwrapped = env.unwrapped
+    table = unwrapped.safe_action_table
+    q_star, _ = soft_value_iteration(unwrapped.P, masked_uniform_behavior(table), gamma, alpha)
+    q_hard, _ = soft_value_iteration(unwrapped.P, masked_uniform_behavior(table), gamma, 0.0)
+    n_states, n_actions = table.shape
+
+    model = SafeSupportQ("MlpPolicy", env, alpha=alpha, gamma=gamma, seed=0)
+    model.learn(10_000)
+
+    start = int(np.flatnonzero(unwrapped.initial_state_distrib)[0])
+    reachable = reachable_states(unwrapped.P, n_states, n_actions, [start], table)
+    states = np.flatnonzero(reachable & table.any(axis=1) & (np.arange(n_states) != n_states - 1))  # goal excluded
+    with th.no_grad():
+        q_hat = model.q_net(th.as_tensor(states)).numpy()
+    safe = table[states]
+    error = np.abs(q_hat - q_star[states])[safe]
+    print(f"|Q_hat - Q*_alpha|: max {error.max():.4f}, mean {error.mean():.4f} over {safe.sum()} safe pairs")
+    assert error.max() < tolerance
+    assert np.abs(q_hard[states] - q_star[states])[safe].max() > 10 * tolerance  # the test can tell them apart
