@@ -124,7 +124,7 @@ def test_extraction_head_learns_the_support() -> None:
     assert np.mean(leaks) < 0.05
 
 
-def test_save_load_round_trip(tmp_path) -> None:  # noqa: ANN001
+def test_save_load_round_trip(tmp_path) -> None:
     def prefer_last(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
         probs = masks.astype(float)
         probs[np.arange(len(masks)), [np.flatnonzero(m)[-1] for m in masks]] += 3.0
@@ -166,7 +166,7 @@ def test_save_load_round_trip(tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("vec_env_cls", [None, SubprocVecEnv])
-def test_multi_env(vec_env_cls) -> None:  # noqa: ANN001
+def test_multi_env(vec_env_cls) -> None:
     vec_env = make_vec_env(
         lambda: TimeLimit(RandomMaskEnv(terminate=False), 7),
         n_envs=3,
@@ -206,10 +206,10 @@ def test_cnn_policy_on_image_observations() -> None:
     class ImageEnv(FixedMaskEnv):
         observation_space = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
 
-        def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN202
+        def reset(self, *, seed=None, options=None):
             return self.observation_space.sample(), {}
 
-        def step(self, action):  # noqa: ANN001, ANN202
+        def step(self, action):
             return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
 
     model = SafeSupportQ(
@@ -227,7 +227,7 @@ def test_action_masker_env_gets_the_safety_wrapper_automatically() -> None:
     assert (model.replay_buffer.actions[:100] == 1).all()
 
 
-def test_logger_keys_and_progress_bar(tmp_path) -> None:  # noqa: ANN001
+def test_logger_keys_and_progress_bar(tmp_path) -> None:
     model = SafeSupportQ("MlpPolicy", TimeLimit(RandomMaskEnv(terminate=False), 10), seed=0, **SMALL)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(300, log_interval=1, progress_bar=True)
@@ -247,7 +247,7 @@ def test_logger_keys_and_progress_bar(tmp_path) -> None:  # noqa: ANN001
         assert key in header
 
 
-def test_alpha_schedule_is_followed(tmp_path) -> None:  # noqa: ANN001
+def test_alpha_schedule_is_followed(tmp_path) -> None:
     model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), alpha=lambda progress: 0.01 + progress, seed=0, **SMALL)
     model.learn(200)
     assert model.current_alpha() == pytest.approx(0.01 + model._current_progress_remaining)
@@ -264,7 +264,7 @@ def test_alpha_schedule_is_followed(tmp_path) -> None:  # noqa: ANN001
         (NoMaskEnv, MissingSupportError, "has no `action_masks\\(\\)` method"),
     ],
 )
-def test_unsupported_environments_fail_clearly(env, error, match) -> None:  # noqa: ANN001
+def test_unsupported_environments_fail_clearly(env, error, match) -> None:
     with pytest.raises(error, match=match):
         SafeSupportQ("MlpPolicy", env())
 
@@ -291,7 +291,7 @@ def test_all_false_mask_fails_clearly() -> None:
         ({"policy_kwargs": {"net_arch": {"qf": [8]}}}, "net_arch as a dict"),
     ],
 )
-def test_bad_hyperparameters_fail_clearly(kwargs, match) -> None:  # noqa: ANN001
+def test_bad_hyperparameters_fail_clearly(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         SafeSupportQ("MlpPolicy", RandomMaskEnv(), **kwargs)
 

@@ -1,0 +1,1 @@
+"""Benchmarks of sb3-safeq."""
