@@ -303,3 +303,22 @@ def test_evaluate_safe_policy_records_returns_and_costs() -> None:
     assert result.unsafe_visits == 0
     with pytest.raises(ValueError, match="n_eval_episodes"):
         evaluate_safe_policy(model, RandomMaskEnv(), n_eval_episodes=0)
+
+
+def test_target_network_follows_polyak_updates() -> None:
+    model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), tau=0.25, target_update_interval=2, seed=0, **SMALL)
+    model.learn(60)
+    online_before = [p.detach().clone() for p in model.q_net.parameters()]
+    target_before = [p.detach().clone() for p in model.q_net_target.parameters()]
+    model._n_updates = 0
+    model.train(gradient_steps=1, batch_size=8)  # update 1: no target update (interval 2)
+    for target, before in zip(model.q_net_target.parameters(), target_before, strict=True):
+        assert th.equal(target, before)
+    online_mid = [p.detach().clone() for p in model.q_net.parameters()]
+    model._n_updates = 1
+    model.train(gradient_steps=1, batch_size=8)  # update 2: target <- 0.75 target + 0.25 online
+    for target, before, online in zip(
+        model.q_net_target.parameters(), target_before, model.q_net.parameters(), strict=True
+    ):
+        th.testing.assert_close(target, 0.75 * before + 0.25 * online.detach())
+    assert not all(th.equal(a, b) for a, b in zip(online_before, online_mid, strict=True))

@@ -19,10 +19,15 @@ def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th
     It is computed around the behavior mean ``c = E_beta[Q]`` as ``c + alpha * log E_beta[exp((Q - c) / alpha)]``,
     which keeps both limits exact in float32:
 
-    - when some ``|Q - c| / alpha > 1`` (small ``alpha``), with a stable log-sum-exp: it tends to the masked max;
+    - when some ``|Q - c| / alpha`` in the batch exceeds 1 (small ``alpha``), with a stable log-sum-exp: it tends
+      to the masked max, and its rounding error (float32 resolution times ``alpha``) stays below the resolution of
+      the Q-values themselves;
     - otherwise (large ``alpha``) as ``log1p(E_beta[expm1((Q - c) / alpha)])``: a log-sum-exp near zero would lose
       everything below float32 resolution, which ``alpha`` then multiplies; this form tends to ``E_beta[Q]``
       (expected SARSA) with full relative precision.
+
+    The branch is chosen once for the whole batch, so only one of the two forms is computed (this runs in every
+    gradient step).
 
     :param q_values: Q-values, shape ``(..., n_actions)``
     :param log_behavior: log-probabilities of the behavior policy, ``-inf`` outside the support,
@@ -31,17 +36,16 @@ def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th
     :return: soft values, shape ``(...)``; ``-inf`` for rows whose support is empty
     """
     behavior_probs = log_behavior.exp()
-    in_support = behavior_probs > 0
+    outside_support = behavior_probs == 0
     # Actions outside the support have probability 0; their Q-values may be arbitrary and must not leak in.
-    behavior_mean = (behavior_probs * q_values.masked_fill(~in_support, 0.0)).sum(dim=-1, keepdim=True)
-    scaled = (q_values - behavior_mean).masked_fill(~in_support, 0.0) / alpha
-    near_mean = scaled.abs().amax(dim=-1) <= 1.0
-    # Subtracting log sum beta cancels the rounding of beta's own normalisation.
-    correction_far = th.logsumexp(log_behavior + scaled, dim=-1) - th.logsumexp(log_behavior, dim=-1)
-    correction_near = th.log1p((behavior_probs * th.expm1(scaled.clamp(max=1.0))).sum(dim=-1))
-    correction = th.where(near_mean, correction_near, correction_far)
+    behavior_mean = (behavior_probs * q_values.masked_fill(outside_support, 0.0)).sum(dim=-1, keepdim=True)
+    scaled = (q_values - behavior_mean).masked_fill(outside_support, 0.0) / alpha
+    if bool(scaled.abs().amax() <= 1.0):
+        correction = th.log1p((behavior_probs * th.expm1(scaled)).sum(dim=-1))
+    else:
+        correction = th.logsumexp(log_behavior + scaled, dim=-1)
     values = behavior_mean.squeeze(-1) + alpha * correction
-    return values.masked_fill(~in_support.any(dim=-1), -th.inf)
+    return values.masked_fill(outside_support.all(dim=-1), -th.inf)
 
 
 def induced_logits(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th.Tensor:

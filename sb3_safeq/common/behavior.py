@@ -41,6 +41,20 @@ class BehaviorPolicy(ABC):
         :return: actions, shape ``(batch, n_samples)`` for discrete actions
         """
 
+    def act(self, observations: PyTorchObs, support: np.ndarray) -> np.ndarray:
+        """
+        Draw one action per observation for the environment (the data-collection hot path).
+
+        The default converts the support to a tensor and calls :meth:`sample`; subclasses may override it with a
+        cheaper numpy version.
+
+        :param observations: batch of observations, as a tensor (batched like replay-buffer samples)
+        :param support: safe support of each observation, as a numpy array
+        :return: actions, shape ``(batch,)``
+        """
+        device = next(iter(observations.values())).device if isinstance(observations, dict) else observations.device
+        return self.sample(observations, th.as_tensor(support, device=device), 1)[:, 0].cpu().numpy()
+
     @abstractmethod
     def log_prob(self, observations: PyTorchObs, support: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """
@@ -82,17 +96,22 @@ class MaskedUniformBehavior(DiscreteBehaviorPolicy):
     """Uniform over the safe actions of each state: the default, it needs no knowledge of the task."""
 
     def log_probs(self, observations: PyTorchObs, masks: th.Tensor) -> th.Tensor:
-        n_safe = masks.sum(dim=-1, keepdim=True)
-        if bool((n_safe == 0).any()):
-            raise EmptySupportError(empty_support_message("A state given to the behavior policy"))
-        log_uniform = -th.log(n_safe.to(th.float32))
-        return th.where(masks, log_uniform, th.full_like(log_uniform, -th.inf))
+        # A row without safe action (a terminal state may have one) comes out all -inf: "no support".
+        log_uniform = -th.log(masks.sum(dim=-1, keepdim=True, dtype=th.float32))
+        return log_uniform.expand_as(masks).masked_fill(~masks, -th.inf)
 
     def sample(self, observations: PyTorchObs, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
         # Sampling straight from the mask avoids building the log-probability table on the acting hot path.
         if bool((~support.any(dim=-1)).any()):
             raise EmptySupportError(empty_support_message("A state given to the behavior policy"))
         return th.multinomial(support.to(th.float32), n_samples, replacement=True)
+
+    def act(self, observations: PyTorchObs, support: np.ndarray) -> np.ndarray:
+        if not support.any(axis=-1).all():
+            raise EmptySupportError(empty_support_message("A state given to the behavior policy"))
+        # The arg-max of i.i.d. uniform scores restricted to the mask is a uniform draw from the mask.
+        scores = np.where(support, np.random.random(support.shape), -1.0)
+        return scores.argmax(axis=-1)
 
     def __repr__(self) -> str:
         return "MaskedUniformBehavior()"

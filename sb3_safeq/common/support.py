@@ -136,4 +136,7 @@ def masks_from_infos(infos: Sequence[dict[str, Any]], n_actions: int) -> np.ndar
                 "`make_vec_env(env_id, wrapper_class=SafetyWrapper)`)."
             )
         masks.append(info[ACTION_MASK_INFO_KEY])
+    stacked = np.stack(masks)
+    if stacked.dtype == np.bool_ and stacked.shape == (len(infos), n_actions):
+        return stacked  # the safety wrapper already validated each mask: the common, fast path of every step
     return stack_masks(masks, n_actions, source=f"info['{ACTION_MASK_INFO_KEY}']")

