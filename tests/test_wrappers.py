@@ -138,7 +138,7 @@ def test_replay_buffer_stores_supports_aligned_with_transitions() -> None:
         for i, done in enumerate(dones):
             if done:
                 next_obs[i] = infos[i]["terminal_observation"]
-        buffer.pending_supports = current
+        buffer.stage_supports(current)
         buffer.add(obs, next_obs, actions, rewards, dones, infos)
         obs = new_obs
         current = np.stack(vec_env.env_method("action_masks"))
@@ -148,7 +148,7 @@ def test_replay_buffer_stores_supports_aligned_with_transitions() -> None:
     np.testing.assert_array_equal(samples.next_supports.numpy(), samples.next_observations[:, :-1].numpy().astype(bool))
     # Truncations are not terminations.
     assert samples.dones.sum() == 0
-    with pytest.raises(RuntimeError, match="pending_supports"):
+    with pytest.raises(RuntimeError, match="stage_supports"):
         buffer.add(obs, obs, actions, rewards, dones, infos)
 
 

@@ -56,10 +56,10 @@ class _SupportStorage:
     """
     Storage of the supports, shared by the flat and the Dict buffers.
 
-    ``pending_supports`` holds the supports of the observations passed to the next :meth:`add` call: the algorithm
-    sets it just before SB3's ``_store_transition`` calls ``add`` (which has no argument for it). The supports of
-    the next observations come from ``info[ACTION_MASK_INFO_KEY]``, which the safety wrapper fills with the mask of
-    the *terminal* observation at the end of an episode, before the VecEnv auto-resets.
+    SB3's ``_store_transition`` calls ``add`` without room for extra arrays, so the algorithm stages the supports of
+    the next transition with :meth:`stage_supports` just before. The supports of the next observations default to
+    ``info[ACTION_MASK_INFO_KEY]``, which the safety wrapper fills with the mask of the *terminal* observation at the
+    end of an episode, before the VecEnv auto-resets.
     """
 
     buffer_size: int
@@ -69,24 +69,37 @@ class _SupportStorage:
     action_space: spaces.Space
     supports: np.ndarray
     next_supports: np.ndarray
-    pending_supports: np.ndarray | None
+    _staged: tuple[np.ndarray, np.ndarray | None] | None
 
     def _init_supports(self) -> None:
         shape, dtype = support_shape_and_dtype(self.action_space)
         self.supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
         self.next_supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
-        self.pending_supports = None
+        self._staged = None
+
+    def stage_supports(self, supports: np.ndarray, next_supports: np.ndarray | None = None) -> None:
+        """
+        Give the supports of the transitions of the next :meth:`add` call.
+
+        :param supports: supports of the observations, shape ``(n_envs, *support_shape)``
+        :param next_supports: supports of the next observations (terminal ones at episode ends); read from the
+            ``info`` dicts passed to ``add`` when omitted
+        """
+        self._staged = (supports, next_supports)
 
     def _store_supports(self, infos: list[dict[str, Any]]) -> None:
-        if self.pending_supports is None:
+        if self._staged is None:
             raise RuntimeError(
-                f"{type(self).__name__}.add() needs the supports of the current observations: set "
-                "`buffer.pending_supports` (shape (n_envs, *support_shape)) before each add()."
+                f"{type(self).__name__}.add() needs the supports of the current observations: call "
+                "`buffer.stage_supports(supports)` before each add()."
             )
-        assert isinstance(self.action_space, spaces.Discrete)
-        self.supports[self.pos] = self.pending_supports
-        self.next_supports[self.pos] = masks_from_infos(infos, int(self.action_space.n))
-        self.pending_supports = None
+        supports, next_supports = self._staged
+        if next_supports is None:
+            assert isinstance(self.action_space, spaces.Discrete)
+            next_supports = masks_from_infos(infos, int(self.action_space.n))
+        self.supports[self.pos] = supports
+        self.next_supports[self.pos] = next_supports
+        self._staged = None
 
     def _sample_supports(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
         supports = th.as_tensor(self.supports[batch_inds, env_indices], device=self.device)

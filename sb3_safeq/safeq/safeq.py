@@ -327,7 +327,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
             raise EmptySupportError(empty_support_message(f"A state reached by environment {np.flatnonzero(stuck)[0]}"))
 
         assert isinstance(replay_buffer, _SupportStorage)
-        replay_buffer.pending_supports = self._last_supports
+        replay_buffer.stage_supports(self._last_supports, next_supports)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
         # After an auto-reset `new_obs` starts a new episode; `info` held the terminal observation's mask instead.
