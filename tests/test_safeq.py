@@ -72,9 +72,15 @@ def test_behavior_function_with_mass_outside_the_mask_is_rejected() -> None:
 def test_predict_never_leaves_the_masks(masks: np.ndarray, deterministic: bool) -> None:
     masks[:, 0] |= ~masks.any(axis=1)
     observations = np.random.default_rng(0).random((len(masks), 6)).astype(np.float32)
-    actions, _ = _predict_model().predict(observations, deterministic=deterministic, action_masks=masks)
+    model = _predict_model()
+    actions, _ = model.predict(observations, deterministic=deterministic, action_masks=masks)
     assert actions.shape == (len(masks),)
     assert masks[np.arange(len(masks)), actions].all()
+    with th.no_grad():
+        logits = model.policy.action_logits(th.as_tensor(observations), th.as_tensor(masks))
+    probs = th.softmax(logits, dim=-1).numpy()
+    assert np.all(probs[~masks] == 0.0)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
 
 
 _MODEL_CACHE: dict[str, SafeSupportQ] = {}

@@ -198,13 +198,22 @@ class SafeSupportQPolicy(BasePolicy):
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
 
+    def action_logits(self, observation: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
+        """
+        Logits of the extracted (deployable) policy.
+
+        :param observation: observations (tensor batch)
+        :param action_masks: boolean safe-action masks; where given, logits outside them are ``-inf`` (zero
+            probability)
+        :return: logits, shape ``(batch, n_actions)``
+        """
+        logits = self.actor(observation)
+        return logits if action_masks is None else apply_mask(logits, action_masks)
+
     def _predict(
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: th.Tensor | None = None
     ) -> th.Tensor:
-        logits = self.actor(observation)
-        if action_masks is not None:
-            logits = apply_mask(logits, action_masks)
-        return select_action(logits, deterministic)
+        return select_action(self.action_logits(observation, action_masks), deterministic)
 
     def _masks_to_tensor(self, action_masks: np.ndarray, n_obs: int) -> th.Tensor:
         n_actions = int(self.action_space.n)
