@@ -1,6 +1,7 @@
 """
-Safe environments: each step reports the ground-truth ``info["cost"]`` and each env exposes ``action_masks()``
-(the sb3-contrib convention) giving the safe support of the current state.
+Safe environments: each step reports the ground-truth ``info["cost"]`` and each env exposes the safe support of the
+current state: ``action_masks()`` (the sb3-contrib convention) for Discrete actions, ``safe_action_bounds()`` (a
+box ``(low, high)`` inside the Box action space) for continuous ones.
 
 Call :func:`register_envs` (the package does it on import) to make them available to ``gymnasium.make``.
 """
@@ -9,7 +10,9 @@ import gymnasium as gym
 
 from sb3_safeq.envs.cartpole import SafeCartPoleEnv
 from sb3_safeq.envs.cliff_walking import SafeCliffWalkingEnv
+from sb3_safeq.envs.double_integrator import SafeDoubleIntegratorEnv
 from sb3_safeq.envs.frozen_lake import SafeFrozenLakeEnv
+from sb3_safeq.envs.point_mass import SafePointMassEnv
 
 # id -> (entry point, kwargs, max_episode_steps)
 _ENV_SPECS: dict[str, tuple[str, dict, int]] = {
@@ -26,18 +29,29 @@ _ENV_SPECS: dict[str, tuple[str, dict, int]] = {
 SAFE_DISCRETE_ENV_IDS: tuple[str, ...] = tuple(_ENV_SPECS)
 """Ids of the bundled safe environments; all have a Discrete action space and ``action_masks()``."""
 
+_CONTINUOUS_ENV_SPECS: dict[str, tuple[str, dict, int]] = {
+    "SafePointMass-v0": ("sb3_safeq.envs.point_mass:SafePointMassEnv", {}, 200),
+    "SafeDoubleIntegrator-v0": ("sb3_safeq.envs.double_integrator:SafeDoubleIntegratorEnv", {}, 200),
+}
+
+SAFE_CONTINUOUS_ENV_IDS: tuple[str, ...] = tuple(_CONTINUOUS_ENV_SPECS)
+"""Ids of the bundled continuous safe environments; all have a Box action space and ``safe_action_bounds()``."""
+
 
 def register_envs() -> None:
     """Register the bundled safe environments with gymnasium; ids already registered are left untouched."""
-    for env_id, (entry_point, kwargs, max_episode_steps) in _ENV_SPECS.items():
+    for env_id, (entry_point, kwargs, max_episode_steps) in {**_ENV_SPECS, **_CONTINUOUS_ENV_SPECS}.items():
         if env_id not in gym.envs.registry:
             gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs, max_episode_steps=max_episode_steps)
 
 
 __all__ = [
+    "SAFE_CONTINUOUS_ENV_IDS",
     "SAFE_DISCRETE_ENV_IDS",
     "SafeCartPoleEnv",
     "SafeCliffWalkingEnv",
+    "SafeDoubleIntegratorEnv",
     "SafeFrozenLakeEnv",
+    "SafePointMassEnv",
     "register_envs",
 ]
