@@ -328,3 +328,18 @@ def test_target_network_follows_polyak_updates() -> None:
     ):
         th.testing.assert_close(target, 0.75 * before + 0.25 * online.detach())
     assert not all(th.equal(a, b) for a, b in zip(online_before, online_mid, strict=True))
+
+
+def test_actor_update_interval_delays_the_extraction_head() -> None:
+    model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), actor_update_interval=3, seed=0, **SMALL)
+    model.learn(60)
+    model._n_updates = 0
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
+    critic_before = [p.detach().clone() for p in model.q_net.parameters()]
+    model.train(gradient_steps=2, batch_size=8)  # updates 1 and 2: critic only
+    assert all(th.equal(p, b) for p, b in zip(model.actor.parameters(), actor_before, strict=True))
+    assert not all(th.equal(p, b) for p, b in zip(model.q_net.parameters(), critic_before, strict=True))
+    model.train(gradient_steps=1, batch_size=8)  # update 3: the head too
+    assert not all(th.equal(p, b) for p, b in zip(model.actor.parameters(), actor_before, strict=True))
+    with pytest.raises(ValueError, match="actor_update_interval=0"):
+        SafeSupportQ("MlpPolicy", RandomMaskEnv(), actor_update_interval=0)

@@ -42,10 +42,16 @@ def main() -> None:
     parser.add_argument("--train-freq", type=int, nargs="+", default=[4, 1], help="settings to compare")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small networks)")
+    parser.add_argument(
+        "--actor-update-interval", type=int, default=1, help="SafeSupportQ's actor_update_interval (1 = default)"
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {th.__version__}, {args.threads} thread(s)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {th.__version__}, {args.threads} thread(s); "
+        f"SafeSupportQ actor_update_interval={args.actor_update_interval}"
+    )
     print(
         "| train_freq | gradient_steps | DQN steps/s | DQN + fused Adam steps/s | SafeSupportQ steps/s "
         "| ratio to DQN (median, each repeat) | ratio to DQN + fused Adam |"
@@ -64,7 +70,7 @@ def main() -> None:
         runs: dict[str, tuple[type, dict[str, Any]]] = {
             "dqn": (DQN, common),
             "dqn_fused": (DQN, fused),
-            "safeq": (SafeSupportQ, common),
+            "safeq": (SafeSupportQ, {**common, "actor_update_interval": args.actor_update_interval}),
         }
         speeds: dict[str, list[float]] = {name: [] for name in runs}
         ratios, fused_ratios = [], []

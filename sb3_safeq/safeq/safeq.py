@@ -82,6 +82,9 @@ class SafeSupportQ(OffPolicyAlgorithm):
     :param mixture_weight: probability of acting with ``pi_Q`` when ``exploration="mixture"``
     :param target_update_interval: update the target network every ``target_update_interval`` gradient steps (as
         SAC does; with ``tau=1`` this is a hard copy every so many updates, as DQN's target network)
+    :param actor_update_interval: train the extraction head every ``actor_update_interval`` gradient steps (the
+        critic never depends on the head, so a delayed head converges to the same policy; 2 cuts the cost of a
+        gradient step by about a third)
     :param loss: critic regression loss, ``"huber"`` or ``"mse"``
     :param max_grad_norm: maximum norm for gradient clipping
     :param replay_buffer_class: replay buffer class; must store supports (default: :class:`SafeReplayBuffer`, or
@@ -123,6 +126,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         exploration: str = "behavior",
         mixture_weight: float = 0.5,
         target_update_interval: int = 1,
+        actor_update_interval: int = 1,
         loss: str = "huber",
         max_grad_norm: float = 10.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
@@ -137,6 +141,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         _check_hyperparameters(alpha, exploration, mixture_weight, loss, target_update_interval, tau, max_grad_norm)
+        if actor_update_interval < 1:
+            raise ValueError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
         if replay_buffer_class is not None and not issubclass(replay_buffer_class, _SupportStorage):
             raise ValueError(
                 f"replay_buffer_class={replay_buffer_class.__name__} does not store safe supports. Use "
@@ -172,6 +178,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.exploration = exploration
         self.mixture_weight = mixture_weight
         self.target_update_interval = target_update_interval
+        self.actor_update_interval = actor_update_interval
         self.loss = loss
         self.max_grad_norm = max_grad_norm
         self.safety_counters = SafetyCounters()
@@ -363,10 +370,13 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self._update_learning_rate([self.policy.critic_optimizer, self.policy.actor_optimizer])
         alpha = self.current_alpha()
         # Statistics stay tensors until the end: one host synchronisation per call, not per gradient step.
-        stats = th.zeros(4, device=self.device)
+        critic_stats = th.zeros(2, device=self.device)
+        actor_stats = th.zeros(2, device=self.device)
+        n_actor_updates = 0
 
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            update_actor = (self._n_updates + step + 1) % self.actor_update_interval == 0
 
             with th.no_grad():
                 next_q_values = self.q_net_target(data.next_observations)
@@ -376,39 +386,45 @@ class SafeSupportQ(OffPolicyAlgorithm):
                 )
             q_values = self.q_net(data.observations)
             current_q = th.gather(q_values, dim=1, index=data.actions.long())
-            critic_loss = self._critic_loss(current_q, targets)
+            loss = critic_loss = self._critic_loss(current_q, targets)
 
-            # Extraction: cross-entropy of the actor's full softmax to pi_Q (zero outside the support). The target
-            # is detached, so the critic and the actor losses touch disjoint parameters and share one backward pass.
-            with th.no_grad():
-                log_behavior = self.behavior_policy.log_probs(data.observations, data.supports)
-                target_log_probs = induced_log_probs(q_values.detach(), log_behavior, alpha)
-                target_probs = target_log_probs.exp()
-                target_entropy = -(target_probs * target_log_probs.masked_fill(target_probs == 0, 0.0)).sum(-1)
-            actor_log_probs = F.log_softmax(self.actor(data.observations), dim=-1)
-            cross_entropy = -(target_probs * actor_log_probs).sum(dim=-1)
-            actor_loss = cross_entropy.mean()
+            if update_actor:
+                # Extraction: cross-entropy of the actor's full softmax to pi_Q (zero outside the support). The
+                # target is detached, so both losses touch disjoint parameters and share one backward pass.
+                with th.no_grad():
+                    log_behavior = self.behavior_policy.log_probs(data.observations, data.supports)
+                    target_log_probs = induced_log_probs(q_values.detach(), log_behavior, alpha)
+                    target_probs = target_log_probs.exp()
+                    target_entropy = -(target_probs * target_log_probs.masked_fill(target_probs == 0, 0.0)).sum(-1)
+                actor_log_probs = F.log_softmax(self.actor(data.observations), dim=-1)
+                cross_entropy = -(target_probs * actor_log_probs).sum(dim=-1)
+                actor_loss = cross_entropy.mean()
+                loss = critic_loss + actor_loss
+                self.policy.actor_optimizer.zero_grad()
 
             self.policy.critic_optimizer.zero_grad()
-            self.policy.actor_optimizer.zero_grad()
-            (critic_loss + actor_loss).backward()
+            loss.backward()
             th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
-            th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
             self.policy.critic_optimizer.step()
-            self.policy.actor_optimizer.step()
-
             with th.no_grad():
-                kl = (cross_entropy - target_entropy).mean()
-                stats += th.stack([critic_loss, actor_loss, kl, current_q.mean()])
+                critic_stats += th.stack([critic_loss, current_q.mean()])
+            if update_actor:
+                th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
+                self.policy.actor_optimizer.step()
+                n_actor_updates += 1
+                with th.no_grad():
+                    actor_stats += th.stack([actor_loss, (cross_entropy - target_entropy).mean()])
             if (self._n_updates + step + 1) % self.target_update_interval == 0:
                 self._update_target_network()
 
-        critic_loss_mean, actor_loss_mean, actor_kl_mean, q_mean = (stats / gradient_steps).tolist()
+        critic_loss_mean, q_mean = (critic_stats / gradient_steps).tolist()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/critic_loss", critic_loss_mean)
-        self.logger.record("train/actor_loss", actor_loss_mean)
-        self.logger.record("train/actor_kl", actor_kl_mean)
+        if n_actor_updates > 0:
+            actor_loss_mean, actor_kl_mean = (actor_stats / n_actor_updates).tolist()
+            self.logger.record("train/actor_loss", actor_loss_mean)
+            self.logger.record("train/actor_kl", actor_kl_mean)
         self.logger.record("train/q_values", q_mean)
         self.logger.record("train/alpha", alpha)
 
