@@ -1,3 +1,5 @@
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -119,7 +121,10 @@ def test_missing_cost_warns_once() -> None:
     env.reset()
     with pytest.warns(UserWarning, match="no info\\['cost'\\]"):
         env.step(0)
-    env.step(0)  # no second warning (pytest would fail on an unexpected one only with -W error; count instead)
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        env.step(0)
+    assert not [w for w in later if "info['cost']" in str(w.message)]  # warned once, not on every step
     assert env.counters.steps == 2
 
 
