@@ -3,6 +3,11 @@ The main job: train SafeSupportQ on the bundled safe cliff-walking task and repo
 training was.
 
     python examples/train_cliff_walking.py [--env SafeCliffWalking-v0] [--steps 20000] [--seed 0]
+        [--exploration behavior|induced|mixture] [--alpha 0.05] [--eval-episodes 10]
+
+The same script trains on any bundled discrete environment, e.g. the README's CartPole row:
+
+    python examples/train_cliff_walking.py --env SafeCartPole-v0 --steps 50000 --exploration induced --alpha 0.2
 """
 
 import argparse
@@ -22,11 +27,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="training environment steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--exploration", default="behavior", choices=["behavior", "induced", "mixture"])
+    parser.add_argument("--alpha", type=float, default=0.05, help="KL temperature")
     args = parser.parse_args()
 
     # Small networks run fastest on one thread; several threads only contend on a 2-core machine.
     th.set_num_threads(1)
-    model = SafeSupportQ("MlpPolicy", args.env, seed=args.seed, verbose=0)
+    model = SafeSupportQ(
+        "MlpPolicy", args.env, seed=args.seed, alpha=args.alpha, exploration=args.exploration, verbose=0
+    )
     model.learn(args.steps, progress_bar=True)
     counters = model.safety_counters
 
