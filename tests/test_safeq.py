@@ -265,7 +265,7 @@ def test_alpha_schedule_is_followed(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("env", "error", "match"),
     [
-        (lambda: gym.make("Pendulum-v1"), ValueError, "does not support the action space Box"),
+        (lambda: gym.make("Pendulum-v1"), MissingSupportError, "has no `safe_action_bounds\\(\\)` method"),
         (lambda: FixedMaskEnv(np.ones(4, bool), spaces.MultiDiscrete([2, 2])), ValueError, "MultiDiscrete"),
         (NoMaskEnv, MissingSupportError, "has no `action_masks\\(\\)` method"),
     ],

@@ -3,6 +3,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.env_util import make_vec_env
@@ -107,8 +108,10 @@ def test_mask_sources_and_errors() -> None:
     bad_shape = SafetyWrapper(NoMaskEnv(), action_mask_fn=lambda env: np.ones(4, dtype=bool))
     with pytest.raises(ValueError, match="expected \\(3,\\)"):
         bad_shape.reset()
-    with pytest.raises(ValueError, match="Discrete"):
+    with pytest.raises(MissingSupportError, match="safe_action_bounds"):
         SafetyWrapper(gym.make("Pendulum-v1"))
+    with pytest.raises(ValueError, match="MultiDiscrete"):
+        SafetyWrapper(FixedMaskEnv(np.ones(4, bool), spaces.MultiDiscrete([2, 2])))
 
 
 def test_missing_cost_warns_once() -> None:

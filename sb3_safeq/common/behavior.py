@@ -8,7 +8,8 @@ what makes training safe.
 
 To write your own discrete behavior policy, subclass :class:`DiscreteBehaviorPolicy` and implement
 :meth:`DiscreteBehaviorPolicy.log_probs`, or pass a probability function to ``SafeSupportQ(behavior=fn)``
-(see :class:`CallableDiscreteBehavior`).
+(see :class:`CallableDiscreteBehavior`). Behavior policies for Box actions are in
+:mod:`sb3_safeq.common.box_behavior`.
 """
 
 from abc import ABC, abstractmethod
@@ -38,7 +39,8 @@ class BehaviorPolicy(ABC):
         :param observations: batch of observations (as stored in the replay buffer, before preprocessing)
         :param support: safe support of each observation
         :param n_samples: number of actions to draw per observation
-        :return: actions, shape ``(batch, n_samples)`` for discrete actions
+        :return: actions, shape ``(batch, n_samples)`` for discrete actions, ``(batch, n_samples, action_dim)`` for
+            Box actions
         """
 
     def act(self, observations: PyTorchObs, support: np.ndarray) -> np.ndarray:
@@ -117,7 +119,8 @@ class MaskedUniformBehavior(DiscreteBehaviorPolicy):
         return "MaskedUniformBehavior()"
 
 
-def _to_numpy(observations: PyTorchObs) -> Any:
+def observations_to_numpy(observations: PyTorchObs) -> Any:
+    """:return: the observations as numpy arrays (a dict of them for Dict observations)"""
     if isinstance(observations, dict):
         return {key: value.detach().cpu().numpy() for key, value in observations.items()}
     return observations.detach().cpu().numpy()
@@ -144,7 +147,7 @@ class CallableDiscreteBehavior(DiscreteBehaviorPolicy):
 
     def log_probs(self, observations: PyTorchObs, masks: th.Tensor) -> th.Tensor:
         masks_np = masks.detach().cpu().numpy().astype(bool)
-        probs = np.asarray(self.probability_fn(_to_numpy(observations), masks_np), dtype=np.float64)
+        probs = np.asarray(self.probability_fn(observations_to_numpy(observations), masks_np), dtype=np.float64)
         if probs.shape != masks_np.shape:
             raise ValueError(
                 f"The behavior probability function returned shape {probs.shape}, expected {masks_np.shape} "
@@ -176,23 +179,36 @@ class CallableDiscreteBehavior(DiscreteBehaviorPolicy):
         return f"CallableDiscreteBehavior({self.probability_fn!r})"
 
 
-def make_behavior(behavior: str | BehaviorPolicy | ProbabilityFn, action_space: spaces.Space) -> BehaviorPolicy:
+def make_behavior(behavior: str | BehaviorPolicy | Callable[..., Any], action_space: spaces.Space) -> BehaviorPolicy:
     """
     Build the behavior policy named by a constructor argument.
 
-    :param behavior: ``"uniform"``, a :class:`BehaviorPolicy` instance or a probability function
+    :param behavior: ``"uniform"``, a :class:`BehaviorPolicy` instance, or a function: for Discrete actions a
+        probability function ``fn(observations, masks) -> probabilities``, for Box actions a distribution function
+        ``fn(observations, low, high) -> torch.distributions.Distribution``
     :param action_space: the environment's action space
     :return: the behavior policy
     """
+    # Imported here: the Box behaviors build on this module.
+    from sb3_safeq.common.box_behavior import BoxBehaviorPolicy, CallableBoxBehavior, UniformBoxBehavior
+
+    is_box = isinstance(action_space, spaces.Box)
     if isinstance(behavior, BehaviorPolicy):
+        expected = BoxBehaviorPolicy if is_box else DiscreteBehaviorPolicy
+        if not isinstance(behavior, expected):
+            raise TypeError(
+                f"The behavior policy {behavior!r} does not fit the action space {action_space!r}: use a "
+                f"{expected.__name__} subclass."
+            )
         return behavior
     if isinstance(behavior, str):
         if behavior == "uniform":
-            return MaskedUniformBehavior()
+            return UniformBoxBehavior() if is_box else MaskedUniformBehavior()
         raise ValueError(
             f"Unknown behavior policy {behavior!r}: use 'uniform' (uniform over the safe actions), a "
-            "BehaviorPolicy instance, or a function (observations, masks) -> probabilities."
+            "BehaviorPolicy instance, or a function (for Discrete actions (observations, masks) -> probabilities, "
+            "for Box actions (observations, low, high) -> torch distribution)."
         )
     if callable(behavior):
-        return CallableDiscreteBehavior(behavior)
+        return CallableBoxBehavior(behavior) if is_box else CallableDiscreteBehavior(behavior)
     raise TypeError(f"behavior must be 'uniform', a BehaviorPolicy or a callable, got {type(behavior).__name__}.")

@@ -1,9 +1,9 @@
 """
 Replay buffers that also store the safe support of each observation and of each next observation.
 
-The target ``V(s')`` needs the support (action mask) of the *next* observation, and the extraction head needs the
-support of the observation itself. SB3's ``_get_samples`` draws the environment index internally, so sampling is
-re-implemented here to keep the extra arrays aligned with the transitions.
+The target ``V(s')`` needs the support (action mask, or safe box scaled to ``[-1, 1]``) of the *next* observation,
+and the extraction head needs the support of the observation itself. SB3's ``_get_samples`` draws the environment
+index internally, so sampling is re-implemented here to keep the extra arrays aligned with the transitions.
 """
 
 from typing import Any, NamedTuple
@@ -15,7 +15,7 @@ from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safeq.common.support import masks_from_infos
+from sb3_safeq.common.support_spec import SupportSpec, support_spec
 
 
 class SafeReplayBufferSamples(NamedTuple):
@@ -45,11 +45,10 @@ class SafeDictReplayBufferSamples(NamedTuple):
 def support_shape_and_dtype(action_space: spaces.Space) -> tuple[tuple[int, ...], type]:
     """
     :param action_space: the action space
-    :return: shape and dtype of the support of one observation (a boolean mask for Discrete actions)
+    :return: shape and dtype of the stored support of one observation: a boolean mask ``(n_actions,)`` for Discrete
+        actions, the box ``(2, action_dim)`` in ``[-1, 1]`` units (float32) for Box actions
     """
-    if isinstance(action_space, spaces.Discrete):
-        return (int(action_space.n),), np.bool_
-    raise ValueError(f"Safe replay buffers support Discrete action spaces, got {action_space!r}.")
+    return support_spec(action_space).storage_shape_and_dtype()
 
 
 class _SupportStorage:
@@ -57,9 +56,9 @@ class _SupportStorage:
     Storage of the supports, shared by the flat and the Dict buffers.
 
     SB3's ``_store_transition`` calls ``add`` without room for extra arrays, so the algorithm stages the supports of
-    the next transition with :meth:`stage_supports` just before. The supports of the next observations default to
-    ``info[ACTION_MASK_INFO_KEY]``, which the safety wrapper fills with the mask of the *terminal* observation at the
-    end of an episode, before the VecEnv auto-resets.
+    the next transition with :meth:`stage_supports` just before, in agent units (masks; boxes scaled to ``[-1, 1]``).
+    The supports of the next observations default to the ones the safety wrapper writes into ``info`` (the terminal
+    observation's at the end of an episode, before the VecEnv auto-resets), converted to agent units.
     """
 
     buffer_size: int
@@ -72,7 +71,8 @@ class _SupportStorage:
     _staged: tuple[np.ndarray, np.ndarray | None] | None
 
     def _init_supports(self) -> None:
-        shape, dtype = support_shape_and_dtype(self.action_space)
+        self.support_spec: SupportSpec = support_spec(self.action_space)
+        shape, dtype = self.support_spec.storage_shape_and_dtype()
         self.supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
         self.next_supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
         self._staged = None
@@ -81,7 +81,7 @@ class _SupportStorage:
         """
         Give the supports of the transitions of the next :meth:`add` call.
 
-        :param supports: supports of the observations, shape ``(n_envs, *support_shape)``
+        :param supports: supports of the observations in agent units, shape ``(n_envs, *support_shape)``
         :param next_supports: supports of the next observations (terminal ones at episode ends); read from the
             ``info`` dicts passed to ``add`` when omitted
         """
@@ -95,8 +95,7 @@ class _SupportStorage:
             )
         supports, next_supports = self._staged
         if next_supports is None:
-            assert isinstance(self.action_space, spaces.Discrete)
-            next_supports = masks_from_infos(infos, int(self.action_space.n))
+            next_supports = self.support_spec.to_agent(self.support_spec.from_infos(infos))
         self.supports[self.pos] = supports
         self.next_supports[self.pos] = next_supports
         self._staged = None

@@ -6,9 +6,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from sb3_safeq.common.bounds import SAFE_BOUNDS_METHOD
 from sb3_safeq.common.support import ACTION_MASKS_METHOD, COST_INFO_KEY
 from sb3_safeq.common.wrappers import SafetyWrapper
 
@@ -51,17 +53,18 @@ def evaluate_safe_policy(
     """
     Run a policy for a number of episodes and record returns, costs and unsafe visits.
 
-    The masks of the current observations are passed to ``model.predict(..., action_masks=...)`` when
-    ``use_masks`` is set, as deployment with a safety layer would; with ``use_masks=False`` the policy acts on its
-    own (this measures what it learned about the support). Episodes are counted as they finish, as SB3's
-    ``evaluate_policy`` does with several environments.
+    The supports of the current observations are passed to ``model.predict`` when ``use_masks`` is set, as
+    deployment with a safety layer would: ``action_masks=`` for Discrete actions, ``safe_bounds=(low, high)`` for Box
+    actions. With ``use_masks=False`` the policy acts on its own (this measures what it learned about the support).
+    Episodes are counted as they finish, as SB3's ``evaluate_policy`` does with several environments.
 
-    :param model: anything with ``predict(observation, deterministic=..., action_masks=...)``
+    :param model: anything with ``predict(observation, deterministic=..., action_masks=...)`` (Discrete actions) or
+        ``predict(observation, deterministic=..., safe_bounds=...)`` (Box actions)
     :param env: a gymnasium environment (wrapped with :class:`SafetyWrapper` when needed) or a VecEnv whose
-        sub-environments expose ``action_masks()``
+        sub-environments expose ``action_masks()`` or ``safe_action_bounds()``
     :param n_eval_episodes: number of episodes
     :param deterministic: use deterministic actions
-    :param use_masks: pass the current safe masks to ``predict``
+    :param use_masks: pass the current safe supports (masks or boxes) to ``predict``
     :param predict_fn: alternative to ``model.predict`` with the same signature
     :return: the episode statistics
     """
@@ -80,10 +83,14 @@ def evaluate_safe_policy(
     current_costs = np.zeros(n_envs)
     result = SafeEvaluation()
 
+    is_box = isinstance(env.action_space, spaces.Box)
     observations = env.reset()
     while (episode_counts < episode_targets).any():
         kwargs: dict[str, Any] = {"deterministic": deterministic}
-        if use_masks:
+        if use_masks and is_box:
+            boxes = env.env_method(SAFE_BOUNDS_METHOD)
+            kwargs["safe_bounds"] = (np.stack([low for low, _ in boxes]), np.stack([high for _, high in boxes]))
+        elif use_masks:
             kwargs["action_masks"] = np.stack(env.env_method(ACTION_MASKS_METHOD))
         actions, _ = predict(observations, **kwargs)
         observations, rewards, dones, infos = env.step(actions)

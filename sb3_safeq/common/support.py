@@ -11,7 +11,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 #: Name of the environment method that returns the mask of the current observation (sb3-contrib convention).
 ACTION_MASKS_METHOD = "action_masks"
@@ -40,22 +39,6 @@ def empty_support_message(where: str) -> str:
         "actions needs at least one safe action. For tabular models compute the maximal invariant safe set with "
         "`sb3_safeq.common.tabular.maximal_invariant_safe_set`; otherwise make the mask more conservative earlier "
         "(e.g. add a look-ahead) so that such states are never reached."
-    )
-
-
-def check_supported_action_space(action_space: spaces.Space) -> None:
-    """
-    Raise a clear error for action spaces SafeSupportQ cannot handle.
-
-    :param action_space: the environment's action space
-    """
-    if isinstance(action_space, spaces.Discrete):
-        return
-    raise ValueError(
-        f"SafeSupportQ does not support the action space {action_space!r} yet: it supports "
-        "`gymnasium.spaces.Discrete` actions with an `action_masks()` method giving the safe actions. "
-        "For MultiDiscrete or MultiBinary actions, flatten them into one Discrete space (and its mask); "
-        "Box actions with `safe_action_bounds()` are planned."
     )
 
 

@@ -9,13 +9,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_safeq.common.support import (
-    ACTION_MASK_INFO_KEY,
-    ACTION_MASKS_METHOD,
-    COST_INFO_KEY,
-    as_action_mask,
-    get_action_mask_fn,
-)
+from sb3_safeq.common.bounds import as_safe_bounds, empty_boxes
+from sb3_safeq.common.support import ACTION_MASKS_METHOD, COST_INFO_KEY, as_action_mask
+from sb3_safeq.common.support_spec import BoxSupport, support_spec
 
 #: Per-step ``info`` flags written by :class:`SafetyWrapper` (counted by the algorithm and the safety callback).
 OUT_OF_SUPPORT_INFO_KEY = "out_of_support"
@@ -72,22 +68,29 @@ class SafetyCounters:
 
 class SafetyWrapper(gym.Wrapper):
     """
-    Exposes the safe support of a Discrete-action environment and keeps the books on safety.
+    Exposes the safe support of an environment and keeps the books on safety.
 
-    - ``action_masks()`` returns the mask of the current observation (sb3-contrib convention).
-    - ``reset`` and ``step`` write the mask of the *returned* observation into ``info["action_mask"]``, so it
-      survives a VecEnv auto-reset (the terminal observation's mask is then only available there).
-    - Every step is checked: ``info["cost"] > 0`` is an unsafe visit, an action outside the mask is counted, and a
-      non-terminal state with an all-False mask is counted as an empty-support state.
-    - ``shield=True`` replaces an out-of-support action by a uniformly drawn safe one (counted), so any SB3 algorithm
-      can be compared with SafeSupportQ on the same footing.
+    - ``Discrete`` actions: ``action_masks()`` returns the mask of the current observation (sb3-contrib convention),
+      and ``info["action_mask"]`` carries it.
+    - ``Box`` actions: ``safe_action_bounds()`` returns the safe box ``(low, high)`` of the current observation, and
+      ``info["safe_action_bounds"]`` carries it as one float32 array of shape ``(2, action_dim)``.
+    - ``reset`` and ``step`` write the support of the *returned* observation into ``info``, so it survives a VecEnv
+      auto-reset (the terminal observation's support is then only available there).
+    - Every step is checked: ``info["cost"] > 0`` is an unsafe visit, an action outside the support is counted, and a
+      non-terminal state with an empty support is counted as an empty-support state.
+    - ``shield=True`` replaces an out-of-support action by a safe one (counted): a uniformly drawn safe action for
+      masks, the nearest action of the box (clipping) for boxes. Any SB3 algorithm can then be compared with
+      SafeSupportQ on the same footing.
     - ``strict=True`` raises :class:`UnsafeVisitError` on the first unsafe visit.
 
-    :param env: the environment; it must provide ``action_masks()`` unless ``action_mask_fn`` is given
-    :param action_mask_fn: optional mask source, as in ``ActionMasker``: a function ``fn(env) -> mask`` or the name
-        of a method of the environment
+    :param env: the environment; it must provide ``action_masks()`` (Discrete) or ``safe_action_bounds()`` (Box)
+        unless the matching function below is given
+    :param action_mask_fn: optional mask source for Discrete actions, as in ``ActionMasker``: a function
+        ``fn(env) -> mask`` or the name of a method of the environment
     :param shield: replace out-of-support actions by safe ones
     :param strict: raise on the first unsafe visit
+    :param safe_bounds_fn: optional box source for Box actions: a function ``fn(env) -> (low, high)`` or the name of
+        a method of the environment
     """
 
     def __init__(
@@ -96,67 +99,117 @@ class SafetyWrapper(gym.Wrapper):
         action_mask_fn: Callable[[gym.Env], np.ndarray] | str | None = None,
         shield: bool = False,
         strict: bool = False,
+        safe_bounds_fn: Callable[[gym.Env], Any] | str | None = None,
     ) -> None:
         super().__init__(env)
-        if not isinstance(env.action_space, spaces.Discrete):
+        self.support = support_spec(env.action_space)
+        self.is_box = isinstance(self.support, BoxSupport)
+        source_fn = safe_bounds_fn if self.is_box else action_mask_fn
+        other_fn, other_name = (action_mask_fn, "action_mask_fn") if self.is_box else (safe_bounds_fn, "safe_bounds_fn")
+        if other_fn is not None:
             raise ValueError(
-                f"SafetyWrapper supports Discrete action spaces with action masks, got {env.action_space!r}."
+                f"{other_name} does not apply to the action space {env.action_space!r}: use action_mask_fn for "
+                "Discrete actions and safe_bounds_fn for Box actions."
             )
-        self.n_actions = int(env.action_space.n)
-        if action_mask_fn is None:
-            mask_method = get_action_mask_fn(env)
-            self._mask_fn: Callable[[], np.ndarray] = mask_method
-        elif isinstance(action_mask_fn, str):
-            mask_method = env.get_wrapper_attr(action_mask_fn)
-            if not callable(mask_method):
-                raise ValueError(f"The environment attribute {action_mask_fn!r} is not a method.")
-            self._mask_fn = mask_method
-        elif callable(action_mask_fn):
-            self._mask_fn = lambda: action_mask_fn(self.env)
-        else:
-            raise TypeError(f"action_mask_fn must be a callable, a method name or None, got {action_mask_fn!r}.")
+        self._support_fn = self._make_support_fn(env, source_fn)
         self.shield = shield
         self.strict = strict
         self.counters = SafetyCounters()
-        self._mask: np.ndarray | None = None
+        self._support: np.ndarray | None = None
         self._episode_cost = 0.0
         self._episode_unsafe = 0
         self._warned_missing_cost = False
 
-    def _read_mask(self) -> np.ndarray:
-        return as_action_mask(self._mask_fn(), self.n_actions, source=f"{ACTION_MASKS_METHOD}()")
+    def _make_support_fn(self, env: gym.Env, source: Callable[[gym.Env], Any] | str | None) -> Callable[[], Any]:
+        if source is None:
+            return self.support.find_method(env)
+        if isinstance(source, str):
+            method = env.get_wrapper_attr(source)
+            if not callable(method):
+                raise ValueError(f"The environment attribute {source!r} is not a method.")
+            return method
+        if callable(source):
+            return lambda: source(self.env)
+        raise TypeError(f"The support source must be a callable, a method name or None, got {source!r}.")
+
+    @property
+    def n_actions(self) -> int:
+        """:return: number of discrete actions (Discrete action spaces only)"""
+        assert isinstance(self.env.action_space, spaces.Discrete)
+        return int(self.env.action_space.n)
+
+    def _read_support(self) -> np.ndarray:
+        raw = self._support_fn()
+        if self.is_box:
+            assert isinstance(self.env.action_space, spaces.Box)
+            return as_safe_bounds(raw, self.env.action_space, source=f"{self.support.method_name}()")
+        return as_action_mask(raw, self.n_actions, source=f"{ACTION_MASKS_METHOD}()")
+
+    def _current_support(self, name: str) -> np.ndarray:
+        if self._support is None:
+            raise RuntimeError(f"Call reset() before {name}(): the support belongs to the current observation.")
+        return self._support
 
     def action_masks(self) -> np.ndarray:
         """
-        :return: the safe-action mask of the current observation (a copy)
+        :return: the safe-action mask of the current observation (a copy; Discrete action spaces)
         """
-        if self._mask is None:
-            raise RuntimeError("Call reset() before action_masks(): the mask belongs to the current observation.")
-        return self._mask.copy()
+        if self.is_box:
+            raise AttributeError(
+                "action_masks() is for Discrete action spaces; this environment has Box actions: use "
+                "safe_action_bounds()."
+            )
+        return self._current_support("action_masks").copy()
+
+    def safe_action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """
+        :return: ``(low, high)``, the safe box of the current observation (copies; Box action spaces). ``low > high``
+            on some axis means no action is safe.
+        """
+        if not self.is_box:
+            raise AttributeError(
+                "safe_action_bounds() is for Box action spaces; this environment has Discrete actions: use "
+                "action_masks()."
+            )
+        bounds = self._current_support("safe_action_bounds")
+        return bounds[0].copy(), bounds[1].copy()
+
+    def _is_empty(self, support: np.ndarray) -> bool:
+        return bool(empty_boxes(support)) if self.is_box else not support.any()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        self._mask = self._read_mask()
+        self._support = self._read_support()
         self._episode_cost = 0.0
         self._episode_unsafe = 0
-        info[ACTION_MASK_INFO_KEY] = self._mask.copy()
-        if not self._mask.any():
+        info[self.support.info_key] = self._support.copy()
+        if self._is_empty(self._support):
             self.counters.empty_support_states += 1
             info[EMPTY_SUPPORT_INFO_KEY] = True
         return obs, info
 
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._mask is None:
-            raise RuntimeError("Call reset() before step().")
+    def _check_action(self, action: Any, support: np.ndarray) -> tuple[Any, bool, bool]:
+        """:return: the action to take (shielded or not), whether it was out of support, whether it was shielded"""
+        empty = self._is_empty(support)
+        if self.is_box:
+            values = np.asarray(action, dtype=support.dtype).reshape(support.shape[1:])
+            inside = bool(np.all((values >= support[0]) & (values <= support[1])))  # False for NaN
+            if inside or not self.shield or empty:
+                return action, not inside, False
+            midpoint = (support[0] + support[1]) / 2
+            shielded_action = np.clip(np.where(np.isnan(values), midpoint, values), support[0], support[1])
+            return shielded_action.astype(support.dtype), True, True
         action_index = int(np.asarray(action).reshape(-1)[0])
-        out_of_support = not (0 <= action_index < self.n_actions and self._mask[action_index])
-        shielded = False
-        if out_of_support:
-            self.counters.out_of_support_actions += 1
-            if self.shield and self._mask.any():
-                action = int(self.np_random.choice(np.flatnonzero(self._mask)))
-                shielded = True
-                self.counters.shielded_actions += 1
+        inside = 0 <= action_index < self.n_actions and bool(support[action_index])
+        if inside or not self.shield or empty:
+            return action, not inside, False
+        return int(self.np_random.choice(np.flatnonzero(support))), True, True
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        support = self._current_support("step")
+        action, out_of_support, shielded = self._check_action(action, support)
+        self.counters.out_of_support_actions += int(out_of_support)
+        self.counters.shielded_actions += int(shielded)
 
         obs, reward, terminated, truncated, info = self.env.step(action)
 
@@ -177,17 +230,17 @@ class SafetyWrapper(gym.Wrapper):
             if self.strict:
                 raise UnsafeVisitError(
                     f"Unsafe visit (info['cost'] = {cost}) after action {action!r}; strict mode stops at the first "
-                    "one. Check that the safe support really is safe (the mask must exclude every action that can "
-                    "lead to a cost)."
+                    "one. Check that the safe support really is safe (it must exclude every action that can lead "
+                    "to a cost)."
                 )
 
-        self._mask = self._read_mask()
-        empty_support = not terminated and not self._mask.any()
+        self._support = self._read_support()
+        empty_support = not terminated and self._is_empty(self._support)
         if empty_support:
             self.counters.empty_support_states += 1
 
         info[COST_INFO_KEY] = cost
-        info[ACTION_MASK_INFO_KEY] = self._mask.copy()
+        info[self.support.info_key] = self._support.copy()
         info[OUT_OF_SUPPORT_INFO_KEY] = out_of_support
         info[SHIELDED_INFO_KEY] = shielded
         info[EMPTY_SUPPORT_INFO_KEY] = empty_support

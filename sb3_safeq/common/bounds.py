@@ -1,0 +1,196 @@
+"""
+The safe support of ``Box`` actions: a per-state box of safe actions ``(low, high)``.
+
+An environment exposes it as ``safe_action_bounds() -> (low, high)`` in its own action units, inside the action
+space. An empty box (a state without safe action) is signalled by ``low > high`` on some axis. Internally, as SAC
+does with the actions, the bounds are stored and trained on scaled to ``[-1, 1]`` (*agent units*): one array of
+shape ``(2, action_dim)`` per state, row 0 the lower and row 1 the upper bound.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+
+from sb3_safeq.common.support import MissingSupportError
+
+#: Name of the environment method that returns the safe box ``(low, high)`` of the current observation.
+SAFE_BOUNDS_METHOD = "safe_action_bounds"
+#: ``info`` key under which the safety wrapper writes the safe box (env units, shape ``(2, action_dim)``).
+SAFE_BOUNDS_INFO_KEY = "safe_action_bounds"
+
+# Bounds may stick out of the action space by this fraction of its width (float rounding of the user's geometry);
+# they are clipped back in. Anything farther out is an error.
+_OUTSIDE_TOLERANCE = 1e-6
+
+
+def empty_box_message(where: str) -> str:
+    """
+    :param where: description of the state whose safe box is empty
+    :return: the explanation shared by every empty-box error
+    """
+    return (
+        f"{where} has an empty safe box (low > high): no action is safe there, so no safe-supported behavior policy "
+        "can act. The safe set must be *invariant*: every state reachable with safe actions needs a non-empty box. "
+        "Make the bounds more conservative earlier (e.g. a braking margin) so that such states are never reached."
+    )
+
+
+def check_box_action_space(action_space: spaces.Box) -> None:
+    """
+    :param action_space: a ``Box`` action space
+    :raises ValueError: if the space is not a flat, bounded, floating-point box
+    """
+    if len(action_space.shape) != 1:
+        raise ValueError(
+            f"SafeSupportQ supports flat Box action spaces (shape (action_dim,)), got shape {action_space.shape}. "
+            "Flatten the actions with `gymnasium.wrappers.FlattenObservation`-style reshaping in your environment."
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(
+            f"The Box action space {action_space!r} has infinite bounds: actions are scaled to [-1, 1], so every "
+            "axis needs finite limits. Give the action space the physical limits of your actuators."
+        )
+    if not np.issubdtype(action_space.dtype, np.floating):
+        raise ValueError(f"The Box action space must have a floating-point dtype, got {action_space.dtype}.")
+
+
+def get_safe_bounds_fn(env: gym.Env) -> Callable[[], Any]:
+    """
+    Find the ``safe_action_bounds()`` method of an environment, through any gymnasium wrappers.
+
+    :param env: a (possibly wrapped) gymnasium environment
+    :return: the bound method
+    """
+    try:
+        method = env.get_wrapper_attr(SAFE_BOUNDS_METHOD)
+    except AttributeError:
+        method = None
+    if not callable(method):
+        raise MissingSupportError(
+            f"The environment {env!r} has no `{SAFE_BOUNDS_METHOD}()` method, so its safe actions are unknown. "
+            "SafeSupportQ only acts inside a safe support: give the environment a method "
+            "`safe_action_bounds() -> (low, high)` returning the box of safe actions of the current state (in "
+            "action units, inside the action space), or wrap it with "
+            "`sb3_safeq.SafetyWrapper(env, safe_bounds_fn=fn)` where `fn(env) -> (low, high)`."
+        )
+    return method
+
+
+def as_safe_bounds(bounds: Any, action_space: spaces.Box, source: str = f"{SAFE_BOUNDS_METHOD}()") -> np.ndarray:
+    """
+    Convert and validate one safe box.
+
+    :param bounds: ``(low, high)`` (two arrays of the action shape) or an array of shape ``(2, action_dim)``
+    :param action_space: the Box action space
+    :param source: where the bounds came from, for error messages
+    :return: float32 array of shape ``(2, action_dim)`` in action units; ``low > high`` on an axis means empty
+    """
+    action_dim = int(action_space.shape[0])
+    try:
+        array = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source} must return (low, high), two arrays of shape ({action_dim},): {error}") from None
+    if array.shape != (2, action_dim):
+        if array.size != 2 * action_dim:
+            raise ValueError(
+                f"{source} returned bounds of shape {array.shape}, expected (low, high) with low and high of shape "
+                f"({action_dim},) each."
+            )
+        array = array.reshape(2, action_dim)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{source} returned NaN or infinite bounds {array.tolist()}: every bound must be finite.")
+    space_low = action_space.low.astype(np.float64)
+    space_high = action_space.high.astype(np.float64)
+    tolerance = _OUTSIDE_TOLERANCE * (space_high - space_low)
+    if np.any(array < space_low - tolerance) or np.any(array > space_high + tolerance):
+        raise ValueError(
+            f"{source} returned bounds {array.tolist()} outside the action space [{action_space.low.tolist()}, "
+            f"{action_space.high.tolist()}]: safe bounds are in the environment's action units and must lie inside "
+            "the action space (clip them into it)."
+        )
+    return np.clip(array, space_low, space_high).astype(np.float32)
+
+
+def stack_bounds(
+    bounds: Sequence[Any], action_space: spaces.Box, source: str = f"{SAFE_BOUNDS_METHOD}()"
+) -> np.ndarray:
+    """
+    :param bounds: one safe box per environment
+    :param action_space: the Box action space
+    :param source: where the bounds came from, for error messages
+    :return: float32 array of shape ``(len(bounds), 2, action_dim)``
+    """
+    return np.stack([as_safe_bounds(box, action_space, source) for box in bounds])
+
+
+def empty_boxes(bounds: np.ndarray) -> np.ndarray:
+    """
+    :param bounds: boxes of shape ``(..., 2, action_dim)``
+    :return: boolean array of shape ``(...)``: True where the box is empty (``low > high`` on some axis)
+    """
+    return (bounds[..., 0, :] > bounds[..., 1, :]).any(axis=-1)
+
+
+class BoxScaler:
+    """
+    Affine map between the environment's action units and the agent's ``[-1, 1]`` units, for actions and bounds.
+
+    :param action_space: the Box action space
+    """
+
+    def __init__(self, action_space: spaces.Box) -> None:
+        self.low = action_space.low.astype(np.float64)
+        self.high = action_space.high.astype(np.float64)
+        self.half_width = (self.high - self.low) / 2.0
+        self._tensors: dict[th.device, tuple[th.Tensor, th.Tensor]] = {}
+
+    def to_agent(self, values: np.ndarray) -> np.ndarray:
+        """
+        :param values: actions ``(..., action_dim)`` or bounds ``(..., 2, action_dim)`` in env units
+        :return: the same in ``[-1, 1]`` units (float32, clipped into ``[-1, 1]`` against rounding)
+        """
+        scaled = (np.asarray(values, dtype=np.float64) - self.low) / self.half_width - 1.0
+        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+    def to_env(self, values: np.ndarray) -> np.ndarray:
+        """
+        :param values: actions or bounds in ``[-1, 1]`` units
+        :return: the same in env units (float32)
+        """
+        return (self.low + (np.asarray(values, dtype=np.float64) + 1.0) * self.half_width).astype(np.float32)
+
+    def _affine(self, device: th.device) -> tuple[th.Tensor, th.Tensor]:
+        if device not in self._tensors:
+            low = th.as_tensor(self.low, dtype=th.float32, device=device)
+            half_width = th.as_tensor(self.half_width, dtype=th.float32, device=device)
+            self._tensors[device] = (low, half_width)
+        return self._tensors[device]
+
+    def to_env_tensor(self, values: th.Tensor) -> th.Tensor:
+        """:param values: actions or bounds in ``[-1, 1]`` units (tensor) :return: the same in env units"""
+        low, half_width = self._affine(values.device)
+        return low + (values + 1.0) * half_width
+
+    def to_agent_tensor(self, values: th.Tensor) -> th.Tensor:
+        """:param values: actions or bounds in env units (tensor) :return: the same in ``[-1, 1]`` units"""
+        low, half_width = self._affine(values.device)
+        return ((values - low) / half_width - 1.0).clamp(-1.0, 1.0)
+
+    def log_abs_det_to_env(self) -> float:
+        """:return: ``log |d env / d agent|`` of the affine map (converts log-densities between the units)"""
+        return float(np.log(self.half_width).sum())
+
+
+def clip_into(actions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """
+    Clip actions into their boxes, exactly (no rounding can leave the box).
+
+    :param actions: shape ``(batch, action_dim)``
+    :param bounds: shape ``(batch, 2, action_dim)``, non-empty boxes of the same dtype
+    :return: clipped actions, same dtype as ``bounds``
+    """
+    return np.minimum(np.maximum(actions.astype(bounds.dtype), bounds[:, 0]), bounds[:, 1])

@@ -1,0 +1,332 @@
+"""Policies of SafeSupportQ for ``Box`` actions: twin Q(s, a) critics, their targets, and the squashed-box actor."""
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_safeq.common import squashed_box
+from sb3_safeq.common.bounds import BoxScaler, as_safe_bounds, clip_into, empty_box_message, empty_boxes
+from sb3_safeq.common.support import EmptySupportError
+from sb3_safeq.safeq.policies import optimizer_kwargs_with_defaults, split_net_arch
+
+
+class SquashedBoxActor(BasePolicy):
+    """
+    The extraction policy for ``Box`` actions: a Gaussian over ``u`` squashed into the state's safe box
+    (:mod:`sb3_safeq.common.squashed_box`), so its actions never leave the box.
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param features_extractor: network extracting features from observations
+    :param features_dim: number of features
+    :param net_arch: sizes of the hidden layers
+    :param activation_fn: activation function
+    :param normalize_images: whether to divide images by 255
+    """
+
+    action_space: spaces.Box
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.features_dim = features_dim
+        action_dim = get_action_dim(action_space)
+        self.latent_pi = nn.Sequential(*create_mlp(features_dim, -1, net_arch, activation_fn))
+        last_dim = net_arch[-1] if len(net_arch) > 0 else features_dim
+        self.mean = nn.Linear(last_dim, action_dim)
+        self.log_std = nn.Linear(last_dim, action_dim)
+
+    def forward(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :param obs: observations
+        :return: mean and (clamped) log standard deviation of the pre-squash Gaussian, each ``(batch, action_dim)``
+        """
+        latent = self.latent_pi(self.extract_features(obs, self.features_extractor))
+        log_std = self.log_std(latent).clamp(squashed_box.LOG_STD_MIN, squashed_box.LOG_STD_MAX)
+        return self.mean(latent), log_std
+
+    def action(self, obs: PyTorchObs, bounds: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """
+        :param obs: observations
+        :param bounds: safe boxes ``(batch, 2, action_dim)`` in agent units
+        :param deterministic: return the squashed mean instead of a sample
+        :return: actions in agent units, inside the boxes
+        """
+        mean, log_std = self(obs)
+        if deterministic:
+            return squashed_box.mode(mean, bounds)
+        return squashed_box.rsample(mean, log_std, bounds)[0]
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        batch = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
+        return self.action(observation, full_boxes(batch, self.action_space, self.device), deterministic)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            {
+                "net_arch": self.net_arch,
+                "features_dim": self.features_dim,
+                "activation_fn": self.activation_fn,
+                "features_extractor": self.features_extractor,
+            }
+        )
+        return data
+
+
+def full_boxes(batch: int, action_space: spaces.Box, device: th.device) -> th.Tensor:
+    """:return: the whole action space ``[-1, 1]`` as agent-unit boxes ``(batch, 2, action_dim)``"""
+    action_dim = get_action_dim(action_space)
+    box = th.stack([-th.ones(action_dim, device=device), th.ones(action_dim, device=device)])
+    return box.expand(batch, 2, action_dim)
+
+
+def q_values_of_samples(critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+    """
+    Q-values of several actions per observation, extracting each observation's features once.
+
+    :param critic: the (twin) critic
+    :param obs: observations, batch ``B``
+    :param actions: ``(B, N, action_dim)``
+    :return: ``(n_critics, B, N)``
+    """
+    batch, n_samples, _ = actions.shape
+    features = critic.extract_features(obs, critic.features_extractor)
+    features = features.unsqueeze(1).expand(batch, n_samples, features.shape[-1])
+    inputs = th.cat([features, actions], dim=-1).reshape(batch * n_samples, -1)
+    return th.stack([q_net(inputs).reshape(batch, n_samples) for q_net in critic.q_networks])
+
+
+class BoxSafeSupportQPolicy(BasePolicy):
+    """
+    Policy of SafeSupportQ for ``Box`` actions: ``n_critics`` Q(s, a) networks with their targets (as SAC's critic)
+    and a Gaussian extraction actor squashed into each state's safe box. Critic and actor have separate features
+    extractors: the critic never depends on the actor.
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param lr_schedule: learning-rate schedule
+    :param net_arch: hidden layers, one list for both networks or ``dict(qf=[...], pi=[...])``
+    :param activation_fn: activation function
+    :param features_extractor_class: features extractor to use
+    :param features_extractor_kwargs: keyword arguments for the features extractor
+    :param normalize_images: whether to divide images by 255
+    :param optimizer_class: optimizer of both networks
+    :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate. Adam and AdamW use
+        torch's fused implementation unless ``fused`` or ``foreach`` is given.
+    :param n_critics: number of critic networks (the target takes their minimum or mean, see ``twin_min``)
+    """
+
+    action_space: spaces.Box
+    critic: ContinuousCritic
+    critic_target: ContinuousCritic
+    actor: SquashedBoxActor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
+        if n_critics < 1:
+            raise ValueError(f"n_critics={n_critics} must be >= 1.")
+        if net_arch is None:
+            net_arch = [] if features_extractor_class == NatureCNN else [256, 256]
+        self.net_arch = net_arch
+        self.qf_arch, self.pi_arch = split_net_arch(net_arch)
+        self.activation_fn = activation_fn
+        self.n_critics = n_critics
+        self.scaler = BoxScaler(action_space)
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.actor = SquashedBoxActor(**self._net_args(self.pi_arch)).to(self.device)
+        self.critic = ContinuousCritic(**self._critic_args()).to(self.device)
+        self.critic_target = ContinuousCritic(**self._critic_args()).to(self.device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.set_training_mode(False)
+        optimizer_kwargs = optimizer_kwargs_with_defaults(self.optimizer_class, self.optimizer_kwargs, self.device)
+        self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.critic.parameters(), lr=lr_schedule(1), **optimizer_kwargs
+        )
+        self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs
+        )
+
+    def _net_args(self, net_arch: list[int]) -> dict[str, Any]:
+        args = {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "net_arch": net_arch,
+            "activation_fn": self.activation_fn,
+            "normalize_images": self.normalize_images,
+        }
+        return self._update_features_extractor(args, features_extractor=None)
+
+    def _critic_args(self) -> dict[str, Any]:
+        args = self._net_args(self.qf_arch)
+        args.update({"n_critics": self.n_critics, "share_features_extractor": False})
+        return args
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self.actor._predict(observation, deterministic)
+
+    def _bounds_to_agent(self, safe_bounds: Any, n_obs: int) -> tuple[np.ndarray, np.ndarray]:
+        """:return: the boxes in action units and in agent units, each ``(n_obs, 2, action_dim)``"""
+        low, high = safe_bounds if isinstance(safe_bounds, tuple) else (None, None)
+        if low is not None:
+            low_array = np.asarray(low, dtype=np.float64).reshape(-1, *self.action_space.shape)
+            high_array = np.asarray(high, dtype=np.float64).reshape(-1, *self.action_space.shape)
+            boxes = np.stack([low_array, high_array], axis=1)
+        else:
+            boxes = np.asarray(safe_bounds, dtype=np.float64).reshape(-1, 2, *self.action_space.shape)
+        if boxes.shape[0] != n_obs:
+            raise ValueError(
+                f"safe_bounds holds {boxes.shape[0]} boxes for {n_obs} observations: give (low, high) with low and "
+                f"high of shape ({n_obs}, {self.action_space.shape[0]}) (or of the action shape for one observation)."
+            )
+        env_boxes = np.stack([as_safe_bounds(box, self.action_space, source="safe_bounds") for box in boxes])
+        if empty_boxes(env_boxes).any():
+            raise EmptySupportError(
+                empty_box_message("An observation passed to predict()") + " (safe_bounds has low > high.)"
+            )
+        return env_boxes, self.scaler.to_agent(env_boxes)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Get the extracted policy's action, in the environment's action units.
+
+        :param observation: the input observation (single or vectorised)
+        :param state: unused (no recurrent policies), returned as is
+        :param episode_start: unused
+        :param deterministic: return the squashed mean instead of a sample
+        :param safe_bounds: the safe box of each observation, ``(low, high)`` in action units (e.g. from
+            ``env.safe_action_bounds()``); with it no action outside the box is ever returned. Without it the
+            action is squashed into the whole action space.
+        :return: the actions and the (unchanged) state
+        """
+        self.set_training_mode(False)
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(
+                "predict() got a tuple (obs, info): pass only the observation, e.g. `obs, info = env.reset(); "
+                "model.predict(obs)`."
+            )
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        if safe_bounds is None:
+            with th.no_grad():
+                agent_actions = self.actor._predict(obs_tensor, deterministic).cpu().numpy()
+            actions = np.clip(self.scaler.to_env(agent_actions), self.action_space.low, self.action_space.high)
+        else:
+            env_boxes, agent_boxes = self._bounds_to_agent(safe_bounds, n_obs)
+            with th.no_grad():
+                boxes = th.as_tensor(agent_boxes, device=self.device)
+                agent_actions = self.actor.action(obs_tensor, boxes, deterministic).cpu().numpy()
+            actions = clip_into(self.scaler.to_env(agent_actions), env_boxes)
+        actions = actions.astype(self.action_space.dtype).reshape((-1, *self.action_space.shape))
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, state
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            {
+                "net_arch": self.net_arch,
+                "activation_fn": self.activation_fn,
+                "lr_schedule": self._dummy_schedule,
+                "optimizer_class": self.optimizer_class,
+                "optimizer_kwargs": self.optimizer_kwargs,
+                "features_extractor_class": self.features_extractor_class,
+                "features_extractor_kwargs": self.features_extractor_kwargs,
+                "n_critics": self.n_critics,
+            }
+        )
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.actor.set_training_mode(mode)
+        self.critic.set_training_mode(mode)
+        self.training = mode
+
+
+BoxMlpPolicy = BoxSafeSupportQPolicy
+
+
+class BoxCnnPolicy(BoxSafeSupportQPolicy):
+    """
+    :class:`BoxSafeSupportQPolicy` with a ``NatureCNN`` features extractor, for image observations.
+    Same parameters as :class:`BoxSafeSupportQPolicy`.
+    """
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class BoxMultiInputPolicy(BoxSafeSupportQPolicy):
+    """
+    :class:`BoxSafeSupportQPolicy` with a ``CombinedExtractor``, for Dict observations.
+    Same parameters as :class:`BoxSafeSupportQPolicy`.
+    """
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+    ):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
