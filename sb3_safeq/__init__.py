@@ -8,6 +8,12 @@ from sb3_safeq.common.behavior import (
     DiscreteBehaviorPolicy,
     MaskedUniformBehavior,
 )
+from sb3_safeq.common.box_behavior import (
+    BoxBehaviorPolicy,
+    CallableBoxBehavior,
+    TruncatedGaussianBehavior,
+    UniformBoxBehavior,
+)
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import SafetyLoggerCallback
 from sb3_safeq.common.support import EmptySupportError, MissingSupportError
@@ -23,6 +29,8 @@ with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handle
 
 __all__ = [
     "BehaviorPolicy",
+    "BoxBehaviorPolicy",
+    "CallableBoxBehavior",
     "CallableDiscreteBehavior",
     "DiscreteBehaviorPolicy",
     "EmptySupportError",
@@ -34,6 +42,8 @@ __all__ = [
     "SafetyCounters",
     "SafetyLoggerCallback",
     "SafetyWrapper",
+    "TruncatedGaussianBehavior",
+    "UniformBoxBehavior",
     "UnsafeVisitError",
     "register_envs",
 ]

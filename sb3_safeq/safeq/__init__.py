@@ -1,4 +1,15 @@
+from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMlpPolicy, BoxMultiInputPolicy, BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy
 from sb3_safeq.safeq.safeq import SafeSupportQ
 
-__all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy", "SafeSupportQ", "SafeSupportQPolicy"]
+__all__ = [
+    "BoxCnnPolicy",
+    "BoxMlpPolicy",
+    "BoxMultiInputPolicy",
+    "BoxSafeSupportQPolicy",
+    "CnnPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "SafeSupportQ",
+    "SafeSupportQPolicy",
+]
