@@ -429,3 +429,23 @@ def test_float32_box_inside(low: float, width: float) -> None:
     assert float(low_32[0]) >= low and float(high_32[0]) <= high
     if low <= 0.0 <= high:
         assert low_32[0] <= 0.0 <= high_32[0]
+
+
+@pytest.mark.parametrize(
+    ("env_id", "shape"), [("SafePointMass-v0", (200, 200, 3)), ("SafeDoubleIntegrator-v0", (40, 240, 3))]
+)
+def test_rgb_array_rendering_follows_the_state(env_id: str, shape: tuple[int, int, int]) -> None:
+    # SB3 builds environments from an id with render_mode="rgb_array": it must be accepted.
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    first = env.render()
+    assert first.shape == shape and first.dtype == np.uint8
+    assert (first == np.array([40, 90, 220], dtype=np.uint8)).all(axis=-1).any()  # the agent is drawn in blue
+    for _ in range(5):
+        env.step(env.unwrapped.safe_action_bounds()[1])  # the upper corner of the safe box moves the agent
+    assert not np.array_equal(env.render(), first)
+    no_render = gym.make(env_id)
+    no_render.reset(seed=0)
+    assert no_render.render() is None
+    with pytest.raises(ValueError, match="rgb_array"):
+        type(env.unwrapped)(render_mode="human")

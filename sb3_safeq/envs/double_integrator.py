@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_safeq.envs._render import BLUE, GREEN, GREY, blank_canvas, fill_rect
 from sb3_safeq.envs.point_mass import empty_box, float32_at_or_above
 
 
@@ -90,10 +91,11 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
     :param target: Position the reward peaks at, in ``[p_min, p_max]``; None for ``p_max``.
     :param start_positions: Range ``(low, high)`` of the uniformly drawn initial position.
     :param start_speed: The initial velocity is uniform in ``[-start_speed, start_speed]`` (>= 0).
-    :param render_mode: Only None (no rendering) is supported.
+    :param render_mode: None, or ``"rgb_array"``: ``render()`` returns a side view (walls grey, target green, cart
+        blue).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(
         self,
@@ -105,8 +107,8 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         start_speed: float = 0.05,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"SafeDoubleIntegratorEnv cannot render, render_mode must be None, got {render_mode!r}.")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"SafeDoubleIntegratorEnv renders only 'rgb_array', got render_mode={render_mode!r}.")
         if not (0.0 < dt < math.inf) or not (0.0 < margin < math.inf) or not (0.0 <= start_speed < math.inf):
             raise ValueError(f"Need dt > 0, margin > 0 and start_speed >= 0, got {dt}, {margin} and {start_speed}.")
         self.p_min, self.p_max = self._as_range(position_limits, "position_limits")
@@ -221,6 +223,28 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         self._state = (new_position, new_velocity)
         reward = 1.0 - abs(self.target - new_position) / (self.p_max - self.p_min)
         return self._observation(), reward, False, False, {"cost": float(crashed)}
+
+    def render(self) -> np.ndarray | None:
+        """
+        :return: with ``render_mode="rgb_array"``, a 40 x 240 RGB side view of the rail; otherwise None
+        """
+        if self.render_mode != "rgb_array":
+            return None
+        self._check_reset()
+        height, width, wall = 40, 240, 10
+        scale = (width - 2 * wall) / (self.p_max - self.p_min)
+
+        def column(position: float) -> float:
+            return wall + (position - self.p_min) * scale
+
+        canvas = blank_canvas(height, width)
+        fill_rect(canvas, 0, 0, height, wall, GREY)
+        fill_rect(canvas, 0, width - wall, height, width, GREY)
+        fill_rect(canvas, 0, column(self.target) - 1, height, column(self.target) + 1, GREEN)
+        assert self._state is not None
+        cart = column(self._state[0])
+        fill_rect(canvas, 12, cart - 6, 28, cart + 6, BLUE)
+        return canvas
 
     def _observation(self) -> np.ndarray:
         return np.array(self._state, dtype=np.float32)

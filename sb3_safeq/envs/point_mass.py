@@ -9,6 +9,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_safeq.envs._render import BLUE, GREEN, RED, blank_canvas, fill_disc
+
 Disc = tuple[float, float, float]
 """A circular hazard ``(centre x, centre y, radius)``."""
 
@@ -213,10 +215,10 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
     :param progress_scale: Reward per unit of distance gained towards the goal.
     :param time_penalty: Reward subtracted on every step.
     :param goal_bonus: Reward added on reaching the goal.
-    :param render_mode: Only None (no rendering) is supported.
+    :param render_mode: None, or ``"rgb_array"``: ``render()`` returns a top view (hazards red, goal green, mass blue).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -233,8 +235,8 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
         goal_bonus: float = 10.0,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"SafePointMassEnv cannot render, render_mode must be None, got {render_mode!r}.")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"SafePointMassEnv renders only 'rgb_array', got render_mode={render_mode!r}.")
         for name, value in (("arena_half_size", arena_half_size), ("dt", dt), ("margin", margin)):
             if not (0.0 < value < math.inf):
                 raise ValueError(f"{name} must be positive and finite, got {value}.")
@@ -371,6 +373,27 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = self.progress_scale * (previous_distance - distance) - self.time_penalty
         reward += self.goal_bonus if reached else 0.0
         return self._observation(), reward, reached, False, {"cost": float(hits_wall or in_hazard)}
+
+    def render(self) -> np.ndarray | None:
+        """
+        :return: with ``render_mode="rgb_array"``, a 200 x 200 RGB top view of the arena; otherwise None
+        """
+        if self.render_mode != "rgb_array":
+            return None
+        self._check_reset()
+        size = 200
+        scale = size / (2.0 * self.arena_half_size)
+
+        def pixel(x: float, y: float) -> tuple[float, float]:
+            return (self.arena_half_size - y) * scale, (x + self.arena_half_size) * scale
+
+        canvas = blank_canvas(size, size)
+        for x, y, radius in self.hazards:
+            fill_disc(canvas, *pixel(x, y), radius * scale, RED)
+        fill_disc(canvas, *pixel(*self.goal), self.goal_radius * scale, GREEN)
+        assert self._position is not None
+        fill_disc(canvas, *pixel(*self._position), 3.0, BLUE)
+        return canvas
 
     def _observation(self) -> np.ndarray:
         x, y = self._position
