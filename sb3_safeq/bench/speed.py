@@ -1,79 +1,100 @@
 """
-Environment steps per second of SafeSupportQ against SB3's DQN with the same network, batch size, ``train_freq``
-and ``gradient_steps``, measured in one process with the runs interleaved (the machines are shared and noisy, so
-only ratios from the same run mean anything).
+Environment steps per second of SafeSupportQ against its SB3 counterpart with the same network, batch size,
+``train_freq`` and ``gradient_steps``: DQN for Discrete actions, SAC for Box actions (where SafeSupportQ is also run
+with several numbers of behavior samples). The runs are interleaved in one process (the machines are shared and
+noisy, so only ratios from the same run mean anything).
 
     python -m sb3_safeq.bench.speed [--env SafeCliffWalking-v0] [--steps 10000] [--repeats 3]
+    python -m sb3_safeq.bench.speed --env SafePointMass-v0 --train-freq 1 --n-samples 4 16 64
 """
 
 import argparse
+import copy
 import platform
 import statistics
 import time
 from typing import Any
 
+import gymnasium as gym
 import torch as th
-from stable_baselines3 import DQN
+from gymnasium import spaces
+from stable_baselines3 import DQN, SAC
 
 import sb3_safeq  # noqa: F401  (registers the safe environments)
 from sb3_safeq import SafeSupportQ
 
 
-def steps_per_second(algo: type, env_id: str, steps: int, seed: int, common: dict[str, Any]) -> float:
+def steps_per_second(algo: type, env_id: str, steps: int, seed: int, kwargs: dict[str, Any]) -> float:
     """
     :param algo: algorithm class
     :param env_id: environment id
-    :param steps: environment steps to train for
+    :param steps: environment steps to train for, after ``learning_starts`` (the warm-up is not timed)
     :param seed: random seed
-    :param common: hyperparameters shared by both algorithms
-    :return: environment steps per second of ``learn`` (model construction excluded)
+    :param kwargs: hyperparameters (copied: SB3 adds keys to ``policy_kwargs``)
+    :return: environment steps per second of ``learn`` while training
     """
-    model = algo("MlpPolicy", env_id, seed=seed, **common)
+    kwargs = copy.deepcopy(kwargs)
+    model = algo("MlpPolicy", env_id, seed=seed, **kwargs)
+    model.learn(kwargs["learning_starts"])
     start = time.perf_counter()
-    model.learn(steps)
+    model.learn(steps, reset_num_timesteps=False)
     return steps / (time.perf_counter() - start)
+
+
+def candidates(
+    is_box: bool, common: dict[str, Any], n_samples: list[int], actor_update_interval: int
+) -> dict[str, tuple[type, dict[str, Any]]]:
+    """:return: the runs to compare, by name; the first one is the baseline"""
+    baseline = SAC if is_box else DQN
+    # SafeSupportQ uses torch's fused Adam by default; the baseline is measured both as shipped and with it.
+    fused = {**common, "policy_kwargs": {**common["policy_kwargs"], "optimizer_kwargs": {"fused": True}}}
+    runs: dict[str, tuple[type, dict[str, Any]]] = {
+        baseline.__name__: (baseline, common),
+        f"{baseline.__name__} + fused Adam": (baseline, fused),
+    }
+    safeq = {**common, "actor_update_interval": actor_update_interval}
+    if is_box:
+        for n in n_samples:
+            runs[f"SafeSupportQ N={n}"] = (SafeSupportQ, {**safeq, "n_behavior_samples": n})
+    else:
+        runs["SafeSupportQ"] = (SafeSupportQ, safeq)
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="SafeCliffWalking-v0")
-    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=5_000, help="timed training steps per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-freq", type=int, nargs="+", default=[4, 1], help="settings to compare")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--net-arch", type=int, nargs="+", default=[64, 64], help="hidden layers of every network")
+    parser.add_argument("--n-samples", type=int, nargs="+", default=[4, 16, 64], help="Box: n_behavior_samples")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small networks)")
     parser.add_argument(
         "--actor-update-interval", type=int, default=1, help="SafeSupportQ's actor_update_interval (1 = default)"
     )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
+    is_box = isinstance(gym.make(args.env).action_space, spaces.Box)
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, torch {th.__version__}, {args.threads} thread(s); "
-        f"SafeSupportQ actor_update_interval={args.actor_update_interval}"
+        f"{args.env}; machine: {platform.processor() or platform.machine()}, torch {th.__version__}, "
+        f"{args.threads} thread(s); net_arch {args.net_arch}, batch {args.batch_size}, gradient_steps 1, "
+        f"SafeSupportQ actor_update_interval={args.actor_update_interval}; steps/s (median of {args.repeats}), "
+        "ratio to the baseline (median; each repeat)"
     )
-    print(
-        "| train_freq | gradient_steps | DQN steps/s | DQN + fused Adam steps/s | SafeSupportQ steps/s "
-        "| ratio to DQN (median, each repeat) | ratio to DQN + fused Adam |"
-    )
-    print("|---|---|---|---|---|---|---|")
     for train_freq in args.train_freq:
         common = {
             "learning_starts": 1000,
             "batch_size": args.batch_size,
             "train_freq": train_freq,
             "gradient_steps": 1,
-            "policy_kwargs": {"net_arch": [64, 64]},
+            "policy_kwargs": {"net_arch": list(args.net_arch)},
         }
-        # SafeSupportQ uses torch's fused Adam by default; DQN is measured both as shipped and with the same Adam.
-        fused = {**common, "policy_kwargs": {**common["policy_kwargs"], "optimizer_kwargs": {"fused": True}}}
-        runs: dict[str, tuple[type, dict[str, Any]]] = {
-            "dqn": (DQN, common),
-            "dqn_fused": (DQN, fused),
-            "safeq": (SafeSupportQ, {**common, "actor_update_interval": args.actor_update_interval}),
-        }
+        runs = candidates(is_box, common, args.n_samples, args.actor_update_interval)
+        baseline = next(iter(runs))
         speeds: dict[str, list[float]] = {name: [] for name in runs}
-        ratios, fused_ratios = [], []
         for repeat in range(args.repeats):
             # Rotate the order so that a slow phase of the machine does not always hit the same algorithm.
             names = list(runs)
@@ -81,14 +102,13 @@ def main() -> None:
             for name in names:
                 algo, kwargs = runs[name]
                 speeds[name].append(steps_per_second(algo, args.env, args.steps, repeat, kwargs))
-            ratios.append(speeds["safeq"][-1] / speeds["dqn"][-1])
-            fused_ratios.append(speeds["safeq"][-1] / speeds["dqn_fused"][-1])
-        medians = {name: statistics.median(values) for name, values in speeds.items()}
-        print(
-            f"| {train_freq} | 1 | {medians['dqn']:.0f} | {medians['dqn_fused']:.0f} | {medians['safeq']:.0f} | "
-            f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) | "
-            f"{statistics.median(fused_ratios):.2f} |"
-        )
+        print(f"\ntrain_freq={train_freq}\n\n| run | steps/s | ratio to {baseline} | per repeat |\n|---|---|---|---|")
+        for name, values in speeds.items():
+            ratios = [value / base for value, base in zip(values, speeds[baseline], strict=True)]
+            print(
+                f"| {name} | {statistics.median(values):.0f} | {statistics.median(ratios):.2f} | "
+                f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} |"
+            )
 
 
 if __name__ == "__main__":
