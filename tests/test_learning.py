@@ -73,3 +73,36 @@ def test_learned_q_matches_soft_value_iteration() -> None:
     print(f"|Q_hat - Q*_alpha|: max {error.max():.4f}, mean {error.mean():.4f} over {safe.sum()} safe pairs")
     assert error.max() < tolerance
     assert np.abs(q_hard[states] - q_star[states])[safe].max() > 10 * tolerance  # the test can tell them apart
+
+
+POINT_MASS = "SafePointMass-v0"
+# The uniform-in-box behavior policy scores about -98 on the point mass (it wanders and pays the time penalty); a
+# policy that heads for the goal through the gap scores about +16 to +21. A broken critic or extraction cannot clear
+# the behavior's return by this much.
+POINT_MASS_MARGIN = 60.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+def test_point_mass_beats_behavior_without_unsafe_visits(seed: int) -> None:
+    model = SafeSupportQ(
+        "MlpPolicy",
+        POINT_MASS,
+        seed=seed,
+        exploration="induced",
+        n_behavior_samples=4,
+        learning_starts=500,
+        policy_kwargs={"net_arch": [32, 32]},
+    )
+    model.learn(2500)
+    assert model.safety_counters.unsafe_visits == 0
+    assert model.safety_counters.out_of_support_actions == 0
+    learned = evaluate_safe_policy(model, gym.make(POINT_MASS), n_eval_episodes=5)
+    rng = np.random.default_rng(seed)
+
+    def uniform_in_box(observations, safe_bounds, **_):
+        return rng.uniform(*safe_bounds).astype(np.float32), None
+
+    behavior = evaluate_safe_policy(None, gym.make(POINT_MASS), n_eval_episodes=5, predict_fn=uniform_in_box)
+    assert learned.unsafe_visits == 0 and behavior.unsafe_visits == 0
+    assert learned.mean_return >= behavior.mean_return + POINT_MASS_MARGIN, (learned.mean_return, behavior.mean_return)
