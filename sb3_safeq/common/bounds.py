@@ -132,7 +132,7 @@ def empty_boxes(bounds: np.ndarray) -> np.ndarray:
     :param bounds: boxes of shape ``(..., 2, action_dim)``
     :return: boolean array of shape ``(...)``: True where the box is empty (``low > high`` on some axis)
     """
-    return (bounds[..., 0, :] > bounds[..., 1, :]).any(axis=-1)
+    return np.asarray((bounds[..., 0, :] > bounds[..., 1, :]).any(axis=-1))
 
 
 class BoxScaler:

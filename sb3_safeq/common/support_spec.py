@@ -54,7 +54,7 @@ class SupportSpec(ABC):
         """:return: the environment's support method (raises :class:`MissingSupportError` if absent)"""
 
     @abstractmethod
-    def stack(self, supports: Sequence[Any], source: str) -> np.ndarray:
+    def stack(self, supports: Sequence[Any], source: str = "the support method") -> np.ndarray:
         """:return: validated raw supports of several environments, stacked"""
 
     def from_infos(self, infos: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -112,7 +112,7 @@ class MaskSupport(SupportSpec):
         return raw_supports
 
     def empty(self, supports: np.ndarray) -> np.ndarray:
-        return ~supports.any(axis=-1)
+        return np.asarray(~supports.any(axis=-1))
 
     def storage_shape_and_dtype(self) -> tuple[tuple[int, ...], type]:
         return (int(self.action_space.n),), np.bool_

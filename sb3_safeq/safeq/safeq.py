@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 from sb3_safeq.common import squashed_box
 from sb3_safeq.common.backup import induced_log_probs, induced_logits, soft_bellman_target
-from sb3_safeq.common.behavior import BehaviorPolicy, make_behavior
-from sb3_safeq.common.bounds import clip_into
+from sb3_safeq.common.behavior import BehaviorPolicy, DiscreteBehaviorPolicy, make_behavior
+from sb3_safeq.common.bounds import BoxScaler, clip_into
 from sb3_safeq.common.box_behavior import POINT_WIDTH, clamp_into
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer, _SupportStorage
 from sb3_safeq.common.callbacks import record_safety
@@ -264,6 +264,18 @@ class SafeSupportQ(OffPolicyAlgorithm):
         return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     @property
+    def _scaler(self) -> BoxScaler:
+        """The map between action units and ``[-1, 1]`` (Box actions)."""
+        assert isinstance(self.policy, BoxSafeSupportQPolicy)
+        return self.policy.scaler
+
+    @property
+    def _discrete_behavior(self) -> DiscreteBehaviorPolicy:
+        """The behavior policy, with its full table of log-probabilities (Discrete actions)."""
+        assert isinstance(self.behavior_policy, DiscreteBehaviorPolicy)
+        return self.behavior_policy
+
+    @property
     def is_box(self) -> bool:
         """:return: whether the actions are continuous (``Box``), with safe boxes as supports"""
         return isinstance(self.action_space, spaces.Box)
@@ -281,8 +293,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self._actor_stat_name = _ACTOR_STAT_NAMES[(self.is_box, self.extraction)]
         # Parameter lists of the target update, built once: it runs after every gradient step.
         online, target = (self.critic, self.critic_target) if self.is_box else (self.q_net, self.q_net_target)
-        self._online_parameters = list(online.parameters())
-        self._target_parameters = list(target.parameters())
+        self._online_parameters: list[th.Tensor] = list(online.parameters())
+        self._target_parameters: list[th.Tensor] = list(target.parameters())
         self._online_buffers = get_parameters_by_name(online, ["running_"])
         self._target_buffers = get_parameters_by_name(target, ["running_"])
 
@@ -389,9 +401,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
             assert self._last_supports is not None
             with th.no_grad():
                 masks = th.as_tensor(self._last_supports, device=self.device)
-                logits = induced_logits(
-                    self.q_net(observations), self.behavior_policy.log_probs(observations, masks), self.current_alpha()
-                )
+                log_behavior = self._discrete_behavior.log_probs(observations, masks)
+                logits = induced_logits(self.q_net(observations), log_behavior, self.current_alpha())
                 induced_actions = th.distributions.Categorical(logits=logits).sample().cpu().numpy()
             actions = np.where(use_induced, induced_actions, actions)
         return actions, actions
@@ -404,11 +415,11 @@ class SafeSupportQ(OffPolicyAlgorithm):
             actions = self.behavior_policy.act(observations, raw_boxes)
         if use_induced.any():
             boxes = th.as_tensor(self._last_supports, device=self.device)
-            induced_actions = self.policy.scaler.to_env(self._induced_box_actions(observations, boxes).cpu().numpy())
+            induced_actions = self._scaler.to_env(self._induced_box_actions(observations, boxes).cpu().numpy())
             actions = np.where(use_induced[:, None], induced_actions, actions)
         # Clipping into the box as the environment gave it makes the unit conversions' rounding harmless.
         actions = clip_into(actions, raw_boxes)
-        return actions, self.policy.scaler.to_agent(actions)
+        return actions, self._scaler.to_agent(actions)
 
     def _induced_box_actions(self, observations: PyTorchObs, boxes: th.Tensor) -> th.Tensor:
         """
@@ -543,7 +554,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         """
         with th.no_grad():
             next_q_values = self.q_net_target(data.next_observations)
-            next_log_behavior = self.behavior_policy.log_probs(data.next_observations, data.next_supports)
+            next_log_behavior = self._discrete_behavior.log_probs(data.next_observations, data.next_supports)
             targets = soft_bellman_target(data.rewards, data.dones, next_q_values, next_log_behavior, alpha, self.gamma)
         q_values = self.q_net(data.observations)
         current_q = th.gather(q_values, dim=1, index=data.actions.long())
@@ -553,7 +564,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
 
         # The target pi_Q is detached, so the actor's loss touches only the actor's parameters.
         with th.no_grad():
-            log_behavior = self.behavior_policy.log_probs(data.observations, data.supports)
+            log_behavior = self._discrete_behavior.log_probs(data.observations, data.supports)
             target_log_probs = induced_log_probs(q_values.detach(), log_behavior, alpha)
             target_probs = target_log_probs.exp()
         logits = self.actor(data.observations)
@@ -584,7 +595,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         :param n_samples: draws per observation
         :return: draws from ``beta`` in agent units, ``(batch, n_samples, action_dim)``
         """
-        scaler = self.policy.scaler
+        scaler = self._scaler
         env_samples = self.behavior_policy.sample(observations, scaler.to_env_tensor(boxes), n_samples)
         return clamp_into(scaler.to_agent_tensor(env_samples), boxes)
 
@@ -642,7 +653,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         :param actions: in-box actions in agent units ``(batch, action_dim)``
         :return: ``log beta(a|s)`` as a density in agent units, ``(batch,)``
         """
-        scaler = self.policy.scaler
+        scaler = self._scaler
         env_boxes = scaler.to_env_tensor(boxes)
         env_actions = clamp_into(scaler.to_env_tensor(actions), env_boxes)
         log_density = self.behavior_policy.log_prob(observations, env_boxes, env_actions.unsqueeze(1))[:, 0]

@@ -1,0 +1,82 @@
+"""
+Evaluation inside the safe support for rl-zoo3's callbacks and for ``sb3-safeq enjoy``.
+
+rl-zoo3 evaluates with SB3's ``EvalCallback`` (during training) and its subclass ``TrialEvalCallback`` (the Optuna
+objective); both call ``stable_baselines3.common.callbacks.evaluate_policy``, which calls ``predict`` without the
+safe support. For algorithms whose ``predict`` takes it (SafeSupportQ; MaskablePPO for masks) that scores a policy
+acting without its safety layer. :func:`use_support_in_evaluation`, called by the train entry point only, points the
+callbacks at :func:`evaluate_in_support`, which evaluates such algorithms with
+:func:`~sb3_safeq.common.evaluation.evaluate_safe_policy` and leaves every other one to SB3's ``evaluate_policy``.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import stable_baselines3.common.callbacks as sb3_callbacks
+from gymnasium import spaces
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_safeq.common.evaluation import evaluate_safe_policy
+
+#: The ``predict`` argument that carries the safe support, by action space.
+SUPPORT_ARGUMENTS: dict[type[spaces.Space], str] = {spaces.Discrete: "action_masks", spaces.Box: "safe_bounds"}
+
+
+def predict_takes_support(model: Any, action_space: spaces.Space) -> bool:
+    """
+    :param model: a model
+    :param action_space: the environment's action space
+    :return: whether ``model.predict`` takes the safe support of this kind of action space (``action_masks`` for
+        Discrete actions, ``safe_bounds`` for Box actions)
+    """
+    parameters = inspect.signature(model.predict).parameters
+    return any(
+        isinstance(action_space, space_type) and argument in parameters
+        for space_type, argument in SUPPORT_ARGUMENTS.items()
+    )
+
+
+def evaluate_in_support(
+    model: Any,
+    env: gym.Env | VecEnv,
+    n_eval_episodes: int = 10,
+    deterministic: bool = True,
+    render: bool = False,
+    callback: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    reward_threshold: float | None = None,
+    return_episode_rewards: bool = False,
+    warn: bool = True,
+) -> tuple[float, float] | tuple[list[float], list[int]]:
+    """
+    SB3's ``evaluate_policy`` (same arguments and results), with the safe support of the current observations passed
+    to ``predict`` when the model takes it. ``render``, ``callback`` and ``warn`` then have no effect.
+
+    :param model: the model to evaluate
+    :param env: the evaluation environment
+    :param n_eval_episodes: number of episodes
+    :param deterministic: deterministic actions
+    :param render: render the environment (models without support argument only)
+    :param callback: called after each step (models without support argument only)
+    :param reward_threshold: minimum mean return, else ``AssertionError``
+    :param return_episode_rewards: return the episode returns and lengths instead of their mean and std
+    :param warn: warn when the environment has no ``Monitor`` (models without support argument only)
+    :return: mean and standard deviation of the returns, or the lists of returns and lengths
+    """
+    if not predict_takes_support(model, env.action_space):
+        return evaluate_policy(
+            model, env, n_eval_episodes, deterministic, render, callback, reward_threshold, return_episode_rewards, warn
+        )
+    result = evaluate_safe_policy(model, env, n_eval_episodes, deterministic=deterministic, use_masks=True)
+    if reward_threshold is not None:
+        assert result.mean_return > reward_threshold, f"Mean reward below threshold: {result.mean_return:.2f}"
+    if return_episode_rewards:
+        return result.episode_returns, result.episode_lengths
+    return result.mean_return, result.std_return
+
+
+def use_support_in_evaluation() -> None:
+    """Make SB3's ``EvalCallback`` (and rl-zoo3's ``TrialEvalCallback``) in this process evaluate in the support."""
+    sb3_callbacks.evaluate_policy = evaluate_in_support  # type: ignore[assignment]

@@ -1,0 +1,143 @@
+"""
+``sb3-safeq train``: rl-zoo3's training script (every option of ``python -m rl_zoo3.train``), with SafeSupportQ and
+MaskablePPO registered, the packaged hyperparameter files, evaluation inside the safe support and an embedded Optuna
+store by default.
+"""
+
+import argparse
+import difflib
+import importlib
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import rl_zoo3
+import rl_zoo3.train
+from huggingface_sb3 import EnvironmentName
+
+from sb3_safeq.zoo.config import check_hyperparameter_names, packaged_conf_file, read_env_hyperparams
+from sb3_safeq.zoo.errors import ZooUsageError
+from sb3_safeq.zoo.evaluation import use_support_in_evaluation
+from sb3_safeq.zoo.registration import register_algos
+
+DEFAULT_ALGO = "safeq"
+DEFAULT_ENV = "SafeCliffWalking-v0"
+
+
+def _known_options() -> argparse.ArgumentParser:
+    """
+    :return: a parser for the few rl-zoo3 options the entry point needs to look at; rl-zoo3 parses everything again
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", default=DEFAULT_ALGO)
+    parser.add_argument("--env", default=DEFAULT_ENV)
+    parser.add_argument("-conf", "--conf-file", default=None)
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[])
+    parser.add_argument("-optimize", "--optimize-hyperparameters", action="store_true")
+    parser.add_argument("--storage", default=None)
+    parser.add_argument("--study-name", default=None)
+    parser.add_argument("-f", "--log-folder", default="logs")
+    parser.add_argument("--gym-packages", nargs="+", default=[])
+    return parser
+
+
+def import_env_packages(modules: list[str]) -> None:
+    """
+    Import ``sb3_safeq`` (which registers the bundled environment ids) and the ``--gym-packages`` modules.
+
+    :param modules: the modules named by ``--gym-packages``
+    """
+    for module in ["sb3_safeq", *modules]:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ZooUsageError(f"--gym-packages: cannot import {module!r} ({error}).") from error
+
+
+def check_env_id(env_id: str) -> None:
+    """
+    :param env_id: the ``--env`` value
+    """
+    if env_id in gym.envs.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ZooUsageError(
+        f"unknown environment {env_id!r}: no such id is registered with gymnasium.{hint} The bundled safe "
+        "environments are registered by sb3_safeq; name the module that registers any other id with --gym-packages."
+    )
+
+
+def check_algo(algo: str) -> None:
+    """
+    :param algo: the ``--algo`` value (after :func:`register_algos`)
+    """
+    if algo not in rl_zoo3.ALGOS:
+        raise ZooUsageError(f"unknown algorithm {algo!r}: choose one of {', '.join(sorted(rl_zoo3.ALGOS))}.")
+
+
+def zoo_conf_file(algo: str) -> Path:
+    """
+    :param algo: rl-zoo3 algorithm name
+    :return: the hyperparameter file rl-zoo3 itself uses for the algorithm when no ``--conf-file`` is given
+    """
+    package_dir = Path(rl_zoo3.__file__).parent
+    root = package_dir if (package_dir / "hyperparams").is_dir() else package_dir.parent
+    return root / "hyperparams" / f"{algo}.yml"
+
+
+def prepare_arguments(argv: list[str]) -> list[str]:
+    """
+    Check the command line and complete it for rl-zoo3: the algorithm and environment (``safeq`` on
+    ``SafeCliffWalking-v0`` by default), the packaged hyperparameter file of the algorithm unless ``--conf-file`` is
+    given, and for ``-optimize`` without ``--storage`` an Optuna journal file (one machine, any number of worker
+    processes, no server) with a study name, so that workers started the same way share one study.
+
+    :param argv: the arguments after ``train``
+    :return: the arguments to give rl-zoo3's parser
+    """
+    args, _ = _known_options().parse_known_args(argv)
+    import_env_packages(args.gym_packages)
+    register_algos()
+    check_algo(args.algo)
+    check_env_id(args.env)
+
+    extra = ["--algo", args.algo, "--env", args.env]
+    conf_file = args.conf_file
+    packaged = packaged_conf_file(args.algo)
+    if conf_file is None and packaged is not None:
+        conf_file = str(packaged)
+        extra += ["--conf-file", conf_file]
+    conf_file = conf_file or str(zoo_conf_file(args.algo))  # the file rl-zoo3 will read
+    entry = read_env_hyperparams(conf_file, args.env)
+    if entry is not None:
+        overrides = [override.split(":", 1)[0] for override in args.hyperparams]
+        source = f"{conf_file} (entry of {args.env}) and -params"
+        check_hyperparameter_names([*entry, *overrides], args.algo, rl_zoo3.ALGOS[args.algo], source)
+
+    if args.optimize_hyperparameters:
+        storage, study_name = args.storage, args.study_name
+        if storage is None:
+            storage = str(Path(args.log_folder) / args.algo / f"{EnvironmentName(args.env)}_study.log")
+            extra += ["--storage", storage]
+        if study_name is None:
+            study_name = f"{args.algo}_{EnvironmentName(args.env)}"
+            extra += ["--study-name", study_name]
+        print(f"Optuna study {study_name!r} in {storage}")
+    return [*argv, *extra]
+
+
+def train(argv: list[str]) -> None:
+    """
+    Run rl-zoo3's training script.
+
+    :param argv: the arguments after ``train`` (any option of ``python -m rl_zoo3.train``)
+    """
+    if "-h" in argv or "--help" in argv:
+        register_algos()
+        zoo_argv = argv
+    else:
+        zoo_argv = prepare_arguments(argv)
+    use_support_in_evaluation()
+    sys.argv = ["sb3-safeq train", *zoo_argv]
+    rl_zoo3.train.train()
