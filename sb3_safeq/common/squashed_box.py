@@ -39,8 +39,10 @@ def squash(pre_squash: th.Tensor, bounds: th.Tensor) -> th.Tensor:
     :return: the actions, in the boxes (clamped against rounding)
     """
     low, width, _ = _box_parts(bounds, pre_squash)
+    high = bounds[:, 1].unsqueeze(1) if pre_squash.dim() == 3 else bounds[:, 1]
     actions = low + width * (th.tanh(pre_squash) + 1.0) / 2.0
-    return th.minimum(th.maximum(actions, low), low + width)
+    # Clamp to the stored bounds themselves: in float32 `low + (high - low)` can round above `high`.
+    return th.minimum(th.maximum(actions, low), high)
 
 
 def _log_tanh_jacobian(pre_squash: th.Tensor) -> th.Tensor:

@@ -192,13 +192,14 @@ class SafetyWrapper(gym.Wrapper):
         """:return: the action to take (shielded or not), whether it was out of support, whether it was shielded"""
         empty = self._is_empty(support)
         if self.is_box:
-            values = np.asarray(action, dtype=support.dtype).reshape(support.shape[1:])
+            # Compared in float64: rounding a float64 action to the box's float32 first could hide an excess.
+            values = np.asarray(action, dtype=np.float64).reshape(support.shape[1:])
             inside = bool(np.all((values >= support[0]) & (values <= support[1])))  # False for NaN
             if inside or not self.shield or empty:
                 return action, not inside, False
             midpoint = (support[0] + support[1]) / 2
-            shielded_action = np.clip(np.where(np.isnan(values), midpoint, values), support[0], support[1])
-            return shielded_action.astype(support.dtype), True, True
+            in_box = np.where(np.isnan(values), midpoint, values).astype(support.dtype)
+            return np.minimum(np.maximum(in_box, support[0]), support[1]), True, True
         action_index = int(np.asarray(action).reshape(-1)[0])
         inside = 0 <= action_index < self.n_actions and bool(support[action_index])
         if inside or not self.shield or empty:
