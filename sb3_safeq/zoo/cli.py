@@ -5,19 +5,21 @@ import sys
 
 from sb3_safeq.zoo.errors import ZooUsageError
 
-USAGE = """usage: sb3-safeq {train,enjoy} [options]
+USAGE = """usage: sb3-safeq {train,enjoy,bench} [options]
 
   sb3-safeq train [rl-zoo3 train options]   rl-zoo3's training script with safeq (SafeSupportQ) and ppo_mask
                                             (MaskablePPO) and the packaged hyperparameters
   sb3-safeq enjoy [rl-zoo3 enjoy options]   replay a trained model inside its safe support; reports the return
                                             and the unsafe visits
+  sb3-safeq bench [options]                 benchmark: algorithms x environments x seeds, resumable, with a report
 
-'sb3-safeq train -h' and 'sb3-safeq enjoy -h' list the options."""
+'sb3-safeq train -h', 'sb3-safeq enjoy -h' and 'sb3-safeq bench -h' list the options."""
 
 #: Sub-command -> "module:function"; modules are imported on use, so ``sb3-safeq --help`` stays fast.
 COMMANDS: dict[str, str] = {
     "train": "sb3_safeq.zoo.train:train",
     "enjoy": "sb3_safeq.zoo.enjoy:enjoy",
+    "bench": "sb3_safeq.bench.cli:main",
 }
 
 
@@ -40,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name = COMMANDS[command].split(":")
     run = getattr(importlib.import_module(module_name), function_name)
     try:
-        run(arguments)
+        code = run(arguments)
     except ZooUsageError as error:
         print(f"sb3-safeq {command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0

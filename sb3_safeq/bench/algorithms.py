@@ -1,0 +1,228 @@
+"""
+The algorithms of the benchmark, their hyperparameters (read from the packaged rl-zoo3 files) and how to build them.
+
+A variant is an :class:`AlgoSpec` with a new name, the hyperparameter file of its base algorithm and extra keyword
+arguments, e.g. ``register_algo(AlgoSpec("safeq_induced", "safeq", "discrete", extra_kwargs={"exploration":
+"induced"}))``.
+"""
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_safeq.common.bounds import SAFE_BOUNDS_METHOD
+from sb3_safeq.common.support import ACTION_MASKS_METHOD
+from sb3_safeq.zoo.config import HYPERPARAMS_DIR, ZOO_KEYS, read_env_hyperparams
+from sb3_safeq.zoo.errors import ZooUsageError
+
+#: Action-space kinds an algorithm can run on.
+DISCRETE, BOX, ANY = "discrete", "box", "any"
+
+
+class BenchConfigError(ValueError):
+    """A benchmark configuration that cannot run (unknown algorithm or environment, missing hyperparameters)."""
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """
+    One algorithm of the benchmark.
+
+    :param name: the name in the ``algo`` column and on the command line
+    :param hyperparams: the hyperparameter file to read (``hyperparams/<hyperparams>.yml``); None: no training
+    :param action_kind: ``"discrete"``, ``"box"`` or ``"any"``: the environments it runs on
+    :param class_path: ``"module:Class"`` of the algorithm (None for the behavior policy)
+    :param shield: train and evaluate behind ``SafetyWrapper(shield=True)``
+    :param use_support: pass the safe support (masks / boxes) to ``predict`` at evaluation
+    :param extra_kwargs: constructor arguments added to (and overriding) the hyperparameter file's
+    """
+
+    name: str
+    hyperparams: str | None
+    action_kind: str
+    class_path: str | None = None
+    shield: bool = False
+    use_support: bool = False
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def runs_on(self, action_space: spaces.Space) -> bool:
+        """
+        :param action_space: the environment's action space
+        :return: whether the algorithm runs on it
+        """
+        if self.action_kind == ANY:
+            return True
+        return (self.action_kind == BOX) == isinstance(action_space, spaces.Box)
+
+    def load_class(self) -> type:
+        """:return: the algorithm class"""
+        if self.class_path is None:
+            raise BenchConfigError(f"The algorithm {self.name!r} has no class (it is not trained).")
+        module_name, class_name = self.class_path.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+#: The registered algorithms, by name.
+ALGORITHMS: dict[str, AlgoSpec] = {}
+
+
+def register_algo(spec: AlgoSpec) -> AlgoSpec:
+    """
+    Add an algorithm (or a variant of one) to the benchmark.
+
+    :param spec: the algorithm
+    :return: the same spec
+    """
+    ALGORITHMS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    AlgoSpec("safeq", "safeq", ANY, "sb3_safeq:SafeSupportQ", use_support=True),
+    AlgoSpec("behavior", None, ANY, use_support=True),
+    AlgoSpec("dqn", "dqn", DISCRETE, "stable_baselines3:DQN"),
+    AlgoSpec("dqn_shield", "dqn", DISCRETE, "stable_baselines3:DQN", shield=True),
+    AlgoSpec("qrdqn", "qrdqn", DISCRETE, "sb3_contrib:QRDQN"),
+    AlgoSpec("ppo_mask", "ppo_mask", DISCRETE, "sb3_contrib:MaskablePPO", use_support=True),
+    AlgoSpec("sac", "sac", BOX, "stable_baselines3:SAC"),
+    AlgoSpec("sac_shield", "sac", BOX, "stable_baselines3:SAC", shield=True),
+    AlgoSpec("tqc", "tqc", BOX, "sb3_contrib:TQC"),
+):
+    register_algo(_spec)
+
+
+def get_algo(name: str) -> AlgoSpec:
+    """
+    :param name: algorithm name
+    :return: its spec
+    """
+    if name not in ALGORITHMS:
+        raise BenchConfigError(f"Unknown algorithm {name!r}: choose among {', '.join(ALGORITHMS)}.")
+    return ALGORITHMS[name]
+
+
+def _schedule(value: Any) -> Any:
+    # rl-zoo3's "lin_<initial value>" schedules.
+    if isinstance(value, str) and value.startswith("lin_"):
+        return LinearSchedule(float(value[4:]), 0.0, 1.0)
+    return value
+
+
+def load_hyperparams(spec: AlgoSpec, env_id: str) -> tuple[int, int, dict[str, Any]]:
+    """
+    Read the environment's entry of the algorithm's hyperparameter file, as rl-zoo3 would.
+
+    String ``*_kwargs`` values are evaluated (``dict(net_arch=[64, 64])``), ``lin_<x>`` schedules become linear
+    schedules, the rl-zoo3-only keys are dropped (the benchmark adds the safety wrapper itself).
+
+    :param spec: the algorithm
+    :param env_id: the environment id
+    :return: ``(n_timesteps, n_envs, constructor kwargs)``
+    """
+    if spec.hyperparams is None:
+        return 0, 1, {}
+    path = HYPERPARAMS_DIR / f"{spec.hyperparams}.yml"
+    try:
+        entry = read_env_hyperparams(path, env_id)
+    except ZooUsageError as error:
+        raise BenchConfigError(str(error)) from error
+    assert entry is not None
+    if entry.get("normalize"):
+        raise BenchConfigError(f"{path}: entry {env_id}: 'normalize' is not supported by the benchmark.")
+    kwargs: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key in ZOO_KEYS:
+            continue
+        if key.endswith("_kwargs") and isinstance(value, str):
+            value = eval(value, {"th": th, "nn": th.nn, "np": np})  # rl-zoo3 evaluates these strings too
+        elif key in ("learning_rate", "clip_range"):
+            value = _schedule(value)
+        elif key == "train_freq" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    kwargs.update(spec.extra_kwargs)
+    return int(entry["n_timesteps"]), int(entry.get("n_envs", 1)), kwargs
+
+
+class BehaviorAgent:
+    """
+    The behavior policy alone, as a model: uniform over the safe mask (Discrete) or in the safe box (Box).
+
+    :param action_space: the environment's action space
+    :param seed: random seed
+    """
+
+    def __init__(self, action_space: spaces.Space, seed: int = 0) -> None:
+        self.action_space = action_space
+        self.rng = np.random.default_rng(seed)
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+        safe_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, None]:
+        """
+        Draw actions from the behavior policy (always stochastic: it is the behavior's nature).
+
+        :param observation: the observations (only their number is used)
+        :param state: unused
+        :param episode_start: unused
+        :param deterministic: unused
+        :param action_masks: Discrete actions: the safe masks, shape ``(n_envs, n_actions)``
+        :param safe_bounds: Box actions: ``(low, high)``, each of shape ``(n_envs, action_dim)``
+        :return: the actions and None
+        """
+        if isinstance(self.action_space, spaces.Box):
+            if safe_bounds is None:
+                raise ValueError("The behavior policy needs the safe boxes (safe_bounds=).")
+            low, high = (np.asarray(bound, dtype=np.float64) for bound in safe_bounds)
+            return self.rng.uniform(low, high).astype(self.action_space.dtype), None
+        if action_masks is None:
+            raise ValueError("The behavior policy needs the safe masks (action_masks=).")
+        masks = np.atleast_2d(np.asarray(action_masks, dtype=bool))
+        actions = [self.rng.choice(np.flatnonzero(mask)) if mask.any() else 0 for mask in masks]
+        return np.asarray(actions, dtype=np.int64), None
+
+
+def current_supports(env: VecEnv) -> dict[str, Any]:
+    """
+    :param env: a VecEnv whose sub-environments expose their safe support
+    :return: the ``predict`` keyword giving the supports of the current observations
+    """
+    if isinstance(env.action_space, spaces.Box):
+        boxes = env.env_method(SAFE_BOUNDS_METHOD)
+        return {"safe_bounds": (np.stack([low for low, _ in boxes]), np.stack([high for _, high in boxes]))}
+    return {"action_masks": np.stack(env.env_method(ACTION_MASKS_METHOD))}
+
+
+def env_action_space(env_id: str) -> spaces.Space:
+    """
+    :param env_id: a gymnasium environment id
+    :return: its action space (after checking that the environment exposes its safe support)
+    """
+    import sb3_safeq  # noqa: F401  (registers the safe environments)
+
+    if env_id not in gym.envs.registry:
+        safe = sorted(name for name in gym.envs.registry if name.startswith("Safe"))
+        raise BenchConfigError(f"Unknown environment {env_id!r}; the bundled safe environments are: {', '.join(safe)}.")
+    from sb3_safeq.common.wrappers import SafetyWrapper
+
+    env = gym.make(env_id)
+    try:
+        SafetyWrapper(env).reset(seed=0)  # the benchmark needs the safe support (and checks it here, not in a worker)
+    except Exception as error:
+        raise BenchConfigError(f"{env_id} cannot be benchmarked: {error}") from error
+    finally:
+        env.close()
+    return env.action_space

@@ -1,0 +1,62 @@
+"""Statistics of the benchmark: bootstrap intervals over seeds and the time to reach a target return."""
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Resamples of the bootstrap intervals.
+N_BOOTSTRAP = 2000
+#: Seed of the bootstrap resampling (the intervals are reproducible).
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, n_resamples: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float, float]:
+    """
+    Mean and percentile bootstrap interval of the mean (NaN values are dropped).
+
+    :param values: one value per seed
+    :param confidence: coverage of the interval
+    :param n_resamples: bootstrap resamples
+    :param seed: seed of the resampling
+    :return: ``(mean, low, high)``; all NaN without values, ``low == high == mean`` with one value
+    """
+    array = np.asarray(values, dtype=np.float64)
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(array.mean())
+    if array.size == 1:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    means = array[rng.integers(0, array.size, size=(n_resamples, array.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return mean, float(low), float(high)
+
+
+def target_return(best: float, fraction: float = 0.9) -> float:
+    """
+    The return that counts as reaching ``fraction`` of the best one: ``best - (1 - fraction) * |best|``, so that it
+    is also below the best for negative returns (e.g. -14.3 for a best of -13).
+
+    :param best: best safe return of the environment
+    :param fraction: the fraction (0.9: within 10% of the best)
+    :return: the target
+    """
+    return best - (1 - fraction) * abs(best)
+
+
+def time_to_target(times: Sequence[float], returns: Sequence[float], target: float) -> float:
+    """
+    :param times: wall time (training only) of each point of a learning curve
+    :param returns: evaluation return of each point
+    :param target: the return to reach
+    :return: the time of the first point at or above the target, NaN if never reached
+    """
+    for time_s, value in zip(times, returns, strict=True):
+        if value >= target:
+            return float(time_s)
+    return math.nan

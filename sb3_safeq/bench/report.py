@@ -1,0 +1,197 @@
+"""
+The report of a benchmark folder: ``time_to_90pct_s`` filled into ``runs.csv``, ``summary.md`` and the PNG plots.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
+from sb3_safeq.bench.runner import COLUMNS
+
+#: Curves of a run live in ``curves/<algo>__<env>__<seed>.json``.
+CURVES_DIR = "curves"
+
+
+def load_curve(out_dir: Path, algo: str, env: str, seed: int) -> dict[str, Any] | None:
+    """
+    :param out_dir: the results folder
+    :param algo: algorithm name
+    :param env: environment id
+    :param seed: seed
+    :return: the run's JSON record (learning curve, calibration pairs), or None when missing
+    """
+    path = out_dir / CURVES_DIR / f"{algo}__{env}__{seed}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def best_safe_returns(runs: pd.DataFrame) -> dict[str, float]:
+    """
+    :param runs: the rows of ``runs.csv``
+    :return: per environment, the best final evaluation return among runs with no unsafe visit (training and
+        evaluation); NaN when no run is safe
+    """
+    safe = runs[(runs["train_unsafe_visits"] == 0) & (runs["eval_unsafe_visits"] == 0)]
+    return {env: float(safe.loc[safe["env"] == env, "eval_return_mean"].max()) for env in runs["env"].unique()}
+
+
+def fill_time_to_target(runs: pd.DataFrame, out_dir: Path, fraction: float = 0.9) -> pd.DataFrame:
+    """
+    Fill ``time_to_90pct_s``: the training wall time until the learning curve first reaches ``fraction`` of the
+    environment's best safe return (see :func:`~sb3_safeq.bench.metrics.target_return`).
+
+    :param runs: the rows of ``runs.csv``
+    :param out_dir: the results folder
+    :param fraction: the fraction of the best safe return
+    :return: the rows, with the column filled
+    """
+    runs = runs.copy()
+    best = best_safe_returns(runs)
+    times = []
+    for row in runs.itertuples():
+        record = load_curve(out_dir, row.algo, row.env, int(row.seed))
+        if record is None or math.isnan(best[row.env]) or row.algo == "behavior":
+            times.append(math.nan)
+            continue
+        curve = record["curve"]
+        times.append(time_to_target(curve["time_s"], curve["eval_return"], target_return(best[row.env], fraction)))
+    runs["time_to_90pct_s"] = times
+    return runs
+
+
+def _interval(values: pd.Series, digits: int = 1) -> str:
+    mean, low, high = bootstrap_ci(values.to_numpy(dtype=np.float64))
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def summary_table(runs: pd.DataFrame) -> str:
+    """
+    :param runs: the rows of ``runs.csv``
+    :return: the Markdown summary: per environment and algorithm, the mean and 95% bootstrap interval over seeds
+    """
+    lines = [
+        "# Benchmark summary",
+        "",
+        "Mean [95% bootstrap interval over seeds, 2000 resamples]; training unsafe visits: the maximum over seeds.",
+        "",
+    ]
+    best = best_safe_returns(runs)
+    for env, env_runs in runs.groupby("env", sort=True):
+        lines += [
+            f"## {env}",
+            "",
+            f"Best safe return: {best[env]:.2f}.",
+            "",
+            "| algo | seeds | steps | eval return | train unsafe visits (max) | eval unsafe visits (max) | "
+            "calib norm bias | support leakage | max abs(Q - Q*) | fps | time to 90% (s) | peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for algo, group in env_runs.groupby("algo", sort=True):
+            leakage = group["support_leakage"].mean()
+            q_error = group["tabular_q_error"].mean()
+            lines.append(
+                f"| {algo} | {len(group)} | {int(group['n_timesteps'].max())} | {_interval(group['eval_return_mean'])} "
+                f"| {int(group['train_unsafe_visits'].max())} | {int(group['eval_unsafe_visits'].max())} "
+                f"| {_interval(group['calib_norm_bias'], 2)} | {'n/a' if math.isnan(leakage) else f'{leakage:.3f}'} "
+                f"| {'n/a' if math.isnan(q_error) else f'{q_error:.2f}'} "
+                f"| {_interval(group['fps'], 0)} | {_interval(group['time_to_90pct_s'])} "
+                f"| {group['peak_memory_mb'].max():.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    length = min(len(curve) for curve in curves)
+    stacked = np.stack([curve[:length] for curve in curves])
+    bounds = np.array([bootstrap_ci(stacked[:, index]) for index in range(length)])
+    return bounds[:, 0], bounds[:, 1], bounds[:, 2]
+
+
+def plot_all(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """
+    Learning curves (mean and 95% bootstrap band), cumulative training unsafe visits (symlog) and the calibration
+    scatter (Q̂ vs Monte-Carlo return, lowest seed of each algorithm), one figure per environment and kind.
+
+    :param runs: the rows of ``runs.csv``
+    :param out_dir: the results folder
+    :return: the PNG files written
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for env, env_runs in runs.groupby("env", sort=True):
+        figures = {kind: plt.subplots(figsize=(7, 4.5)) for kind in ("learning_curves", "unsafe_visits", "calibration")}
+        for algo, group in env_runs.groupby("algo", sort=True):
+            records = [load_curve(out_dir, algo, env, int(seed)) for seed in sorted(group["seed"].astype(int))]
+            records = [record for record in records if record is not None]
+            if not records:
+                continue
+            steps = np.asarray(min((record["curve"]["steps"] for record in records), key=len), dtype=np.float64)
+            mean, low, high = _band([np.asarray(record["curve"]["eval_return"], dtype=float) for record in records])
+            axis = figures["learning_curves"][1]
+            if len(steps) == 1:  # the behavior policy: no training, a horizontal line
+                axis.axhline(mean[0], linestyle="--", color="gray", label=algo)
+            else:
+                (line,) = axis.plot(steps[: len(mean)], mean, label=algo)
+                axis.fill_between(steps[: len(mean)], low, high, color=line.get_color(), alpha=0.2)
+            if len(steps) > 1:
+                mean, low, high = _band(
+                    [np.asarray(record["curve"]["unsafe_visits"], dtype=float) for record in records]
+                )
+                axis = figures["unsafe_visits"][1]
+                (line,) = axis.plot(steps[: len(mean)], mean, label=algo)
+                axis.fill_between(steps[: len(mean)], low, high, color=line.get_color(), alpha=0.2)
+            pairs = records[0]["calibration"]
+            if pairs["q_hat"]:
+                figures["calibration"][1].scatter(pairs["mc_return"], pairs["q_hat"], s=8, alpha=0.6, label=algo)
+        labels = {
+            "learning_curves": ("environment steps", "evaluation return (deployed policy)"),
+            "unsafe_visits": ("environment steps", "cumulative unsafe visits in training"),
+            "calibration": ("Monte-Carlo discounted return", "Q̂(s, a)"),
+        }
+        for kind, (figure, axis) in figures.items():
+            axis.set_xlabel(labels[kind][0])
+            axis.set_ylabel(labels[kind][1])
+            axis.set_title(f"{env}: {kind.replace('_', ' ')}")
+            if kind == "unsafe_visits":
+                axis.set_yscale("symlog", linthresh=1)
+            if kind == "learning_curves":  # unshielded baselines can score far below the others
+                axis.set_yscale("symlog", linthresh=10)
+            if kind == "calibration":
+                limits = [*axis.get_xlim(), *axis.get_ylim()]
+                axis.plot([min(limits), max(limits)], [min(limits), max(limits)], color="black", linewidth=0.8)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=8)
+            figure.tight_layout()
+            path = out_dir / f"{kind}_{env}.png"
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
+            written.append(path)
+    return written
+
+
+def write_report(out_dir: Path) -> tuple[Path, list[Path]]:
+    """
+    Fill ``time_to_90pct_s`` in ``runs.csv``, write ``summary.md`` and the plots.
+
+    :param out_dir: the results folder (with ``runs.csv``)
+    :return: the summary file and the plot files
+    """
+    runs_csv = out_dir / "runs.csv"
+    runs = pd.read_csv(runs_csv).reindex(columns=list(COLUMNS))
+    runs = fill_time_to_target(runs, out_dir)
+    runs = runs.sort_values(["env", "algo", "seed"])
+    runs[list(COLUMNS)].to_csv(runs_csv, index=False)
+    summary = out_dir / "summary.md"
+    summary.write_text(summary_table(runs) + "\n")
+    return summary, plot_all(runs, out_dir)

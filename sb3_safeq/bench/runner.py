@@ -1,0 +1,353 @@
+"""
+One benchmark run (train, evaluate, calibrate) in its own process, and the pool that runs them all, resumably.
+"""
+
+import csv
+import json
+import multiprocessing
+import resource
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_safeq import SafeSupportQ
+from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
+from sb3_safeq.bench.calibration import evaluate_calibration, tabular_q_error
+from sb3_safeq.bench.induced import induced_predict_fn
+from sb3_safeq.common.evaluation import evaluate_safe_policy
+from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
+
+#: The columns of ``runs.csv``, in order.
+COLUMNS: tuple[str, ...] = (
+    "algo",
+    "env",
+    "seed",
+    "n_timesteps",
+    "train_unsafe_visits",
+    "train_cumulative_cost",
+    "train_out_of_support",
+    "train_empty_support",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_cost_mean",
+    "eval_unsafe_visits",
+    "eval_return_unmasked",
+    "eval_return_induced",
+    "support_leakage",
+    "calib_bias",
+    "calib_norm_bias",
+    "calib_spread",
+    "calib_rank_corr",
+    "tabular_q_error",
+    "fps",
+    "wall_time_s",
+    "time_to_90pct_s",
+    "peak_memory_mb",
+)
+#: The columns that identify a run.
+KEY_COLUMNS = ("algo", "env", "seed")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """
+    One run of the benchmark.
+
+    :param algo: algorithm name (see :data:`~sb3_safeq.bench.algorithms.ALGORITHMS`)
+    :param env: environment id
+    :param seed: random seed
+    :param out_dir: the results folder (the run writes ``curves/<algo>__<env>__<seed>.json`` there)
+    :param steps: training steps (None: the hyperparameter file's ``n_timesteps``)
+    :param max_steps: upper bound on the training steps (None: no bound)
+    :param eval_episodes: episodes of the final evaluation
+    :param curve_points: number of evaluations along training (learning curve)
+    :param curve_episodes: episodes per learning-curve evaluation
+    :param calib_episodes: episodes of the calibration
+    :param spec: the algorithm (default: the registered one named ``algo``); carried to the worker process, so that
+        variants registered in the parent process only also run
+    """
+
+    algo: str
+    env: str
+    seed: int
+    out_dir: str
+    steps: int | None = None
+    max_steps: int | None = None
+    eval_episodes: int = 10
+    curve_points: int = 10
+    curve_episodes: int = 3
+    calib_episodes: int = 5
+    spec: AlgoSpec | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """:return: ``(algo, env, seed)`` as they appear in ``runs.csv``"""
+        return self.algo, self.env, str(self.seed)
+
+    @property
+    def curve_path(self) -> Path:
+        """:return: the JSON file of the run's learning curve and calibration pairs"""
+        return Path(self.out_dir) / "curves" / f"{self.algo}__{self.env}__{self.seed}.json"
+
+
+def make_env(env_id: str, seed: int, shield: bool, n_envs: int = 1) -> tuple[DummyVecEnv, list[SafetyWrapper]]:
+    """
+    :param env_id: environment id
+    :param seed: seed of the first sub-environment (the others get ``seed + i``)
+    :param shield: shield the actions (:class:`SafetyWrapper` ``shield=True``)
+    :param n_envs: number of sub-environments
+    :return: a VecEnv of ``Monitor(SafetyWrapper(env))`` and the safety wrappers (their counters)
+    """
+    wrappers: list[SafetyWrapper] = []
+
+    def factory() -> gym.Env:
+        wrapper = SafetyWrapper(gym.make(env_id), shield=shield)
+        wrappers.append(wrapper)
+        return Monitor(wrapper)
+
+    vec_env = DummyVecEnv([factory for _ in range(n_envs)])
+    vec_env.seed(seed)
+    vec_env.action_space.seed(seed)
+    return vec_env, wrappers
+
+
+def total_counters(wrappers: Iterable[SafetyWrapper]) -> SafetyCounters:
+    """
+    :param wrappers: safety wrappers
+    :return: the sum of their counters
+    """
+    total = SafetyCounters()
+    for wrapper in wrappers:
+        for name, value in wrapper.counters.as_dict().items():
+            setattr(total, name, getattr(total, name) + value)
+    return total
+
+
+class LearningCurveCallback(BaseCallback):
+    """
+    Evaluate the deployed policy every ``eval_freq`` steps and record the cumulative unsafe training visits.
+
+    :param eval_fn: ``() -> mean return`` of the current policy
+    :param wrappers: the training environments' safety wrappers
+    :param eval_freq: evaluation period, in environment steps (all environments together)
+    """
+
+    def __init__(self, eval_fn: Callable[[], float], wrappers: list[SafetyWrapper], eval_freq: int) -> None:
+        super().__init__()
+        self.eval_fn = eval_fn
+        self.wrappers = wrappers
+        self.eval_freq = max(1, eval_freq)
+        self.curve: dict[str, list[float]] = {"steps": [], "eval_return": [], "unsafe_visits": [], "time_s": []}
+        self.eval_time = 0.0
+        self._start = 0.0
+        self._next = 0
+
+    def record(self) -> None:
+        """Evaluate now and append a point (its time excludes the evaluations)."""
+        start = time.perf_counter()
+        value = self.eval_fn()
+        self.eval_time += time.perf_counter() - start
+        self.curve["steps"].append(int(self.num_timesteps))
+        self.curve["eval_return"].append(float(value))
+        self.curve["unsafe_visits"].append(int(total_counters(self.wrappers).unsafe_visits))
+        self.curve["time_s"].append(time.perf_counter() - self._start - self.eval_time)
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self._next = self.eval_freq
+        self.record()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.eval_freq
+            self.record()
+        return True
+
+
+def run_one(task: RunTask) -> dict[str, Any]:
+    """
+    Train, evaluate and calibrate one algorithm on one environment with one seed (meant for a fresh process).
+
+    :param task: the run
+    :return: one row of ``runs.csv``
+    """
+    import torch as th
+
+    th.set_num_threads(1)
+    start = time.perf_counter()
+    spec = task.spec if task.spec is not None else get_algo(task.algo)
+    n_timesteps, n_envs, kwargs = load_hyperparams(spec, task.env)
+    if task.steps is not None:
+        n_timesteps = task.steps
+    if task.max_steps is not None:
+        n_timesteps = min(n_timesteps, task.max_steps)
+    train_env, wrappers = make_env(task.env, task.seed, spec.shield, n_envs)
+    eval_env, _ = make_env(task.env, task.seed + 10_000, spec.shield)
+
+    def evaluate(model: Any, episodes: int, use_support: bool = spec.use_support, predict_fn: Any = None) -> Any:
+        return evaluate_safe_policy(
+            model, eval_env, n_eval_episodes=episodes, use_masks=use_support, predict_fn=predict_fn
+        )
+
+    curve_callback: LearningCurveCallback | None = None
+    learn_time = 0.0
+    if spec.class_path is None:
+        model: Any = BehaviorAgent(train_env.action_space, seed=task.seed)
+        n_timesteps = 0
+        curve = {"steps": [0], "eval_return": [evaluate(model, task.curve_episodes).mean_return], "unsafe_visits": [0]}
+        curve["time_s"] = [0.0]
+    else:
+        algo_class = spec.load_class()
+        model = algo_class(env=train_env, seed=task.seed, verbose=0, device="cpu", **kwargs)
+        curve_callback = LearningCurveCallback(
+            lambda: evaluate(model, task.curve_episodes).mean_return,
+            wrappers,
+            n_timesteps // max(1, task.curve_points),
+        )
+        learn_start = time.perf_counter()
+        model.learn(n_timesteps, callback=curve_callback)
+        learn_time = time.perf_counter() - learn_start - curve_callback.eval_time
+        n_timesteps = int(model.num_timesteps)  # on-policy algorithms round up to whole rollouts
+        curve_callback.record()
+        curve = curve_callback.curve
+
+    counters = total_counters(wrappers)
+    final = evaluate(model, task.eval_episodes)
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
+    row.update(
+        algo=task.algo,
+        env=task.env,
+        seed=task.seed,
+        n_timesteps=n_timesteps,
+        train_unsafe_visits=counters.unsafe_visits,
+        train_cumulative_cost=counters.cumulative_cost,
+        train_out_of_support=counters.out_of_support_actions,
+        train_empty_support=counters.empty_support_states,
+        eval_return_mean=final.mean_return,
+        eval_return_std=final.std_return,
+        eval_cost_mean=float(np.mean(final.episode_costs)),
+        eval_unsafe_visits=final.unsafe_visits,
+        fps=n_timesteps / learn_time if learn_time > 0 else np.nan,
+    )
+    if isinstance(model, SafeSupportQ):  # safeq and its variants
+        leak_env, leak_wrappers = make_env(task.env, task.seed + 20_000, shield=False)
+        unmasked = evaluate_safe_policy(model, leak_env, n_eval_episodes=task.eval_episodes, use_masks=False)
+        leak = total_counters(leak_wrappers)
+        row["eval_return_unmasked"] = unmasked.mean_return
+        row["support_leakage"] = leak.out_of_support_actions / max(1, leak.steps)
+        row["tabular_q_error"] = tabular_q_error(model, leak_env.envs[0])
+        induced = induced_predict_fn(model)
+        if induced is not None:
+            row["eval_return_induced"] = evaluate(
+                model, task.eval_episodes, use_support=True, predict_fn=induced
+            ).mean_return
+    calib_env, _ = make_env(task.env, task.seed + 30_000, spec.shield)
+    calibration = evaluate_calibration(
+        model, calib_env, task.calib_episodes, use_support=spec.use_support, return_pairs=True
+    )
+    row.update({f"calib_{name}": calibration[name] for name in ("bias", "norm_bias", "spread", "rank_corr")})
+    row["wall_time_s"] = time.perf_counter() - start
+    row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    task.curve_path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "task": asdict(task),
+        "curve": curve,
+        "calibration": {"q_hat": calibration["q_hat"], "mc_return": calibration["mc_return"]},
+    }
+    task.curve_path.write_text(json.dumps(payload, default=repr))
+    return row
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """
+    :param path: a ``runs.csv``
+    :return: its rows (empty when the file does not exist)
+    """
+    if not path.is_file():
+        return []
+    with path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """
+    Append a row to ``runs.csv``, writing the header first when the file is new.
+
+    :param path: the CSV file
+    :param row: the row
+    """
+    new = not path.is_file()
+    with path.open("a", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_benchmark(
+    tasks: list[RunTask],
+    out_dir: Path,
+    jobs: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, str]]:
+    """
+    Run the tasks not yet in ``out_dir/runs.csv``, each in a fresh process, ``jobs`` at a time, appending each row
+    as it finishes (so an interrupted benchmark resumes where it stopped).
+
+    :param tasks: the runs
+    :param out_dir: the results folder
+    :param jobs: parallel processes
+    :param progress: show a progress bar
+    :param log: where to write progress messages
+    :return: all the rows of ``runs.csv`` (finished before or now)
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs_csv = out_dir / "runs.csv"
+    previous = read_rows(runs_csv)
+    if previous and list(previous[0]) != list(COLUMNS):
+        # Written by another version of the benchmark: rewrite it with the current columns (missing ones empty).
+        runs_csv.unlink()
+        for row in previous:
+            append_row(runs_csv, {column: row.get(column, "") for column in COLUMNS})
+    done = {tuple(row[column] for column in KEY_COLUMNS) for row in previous}
+    todo = [task for task in tasks if task.key not in done]
+    log(f"{len(tasks) - len(todo)} run(s) already finished (skipped), {len(todo)} to run with {jobs} process(es).")
+    failures: list[str] = []
+    if todo:
+        from tqdm.auto import tqdm
+
+        # A fresh process per run: peak memory is the run's own, and no state leaks between runs.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["sb3_safeq.bench.runner"])
+        bar = tqdm(total=len(todo), disable=not progress, desc="bench", unit="run")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+            pending: dict[Future, RunTask] = {pool.submit(run_one, task): task for task in todo}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = pending.pop(future)
+                    try:
+                        append_row(runs_csv, future.result())
+                    except Exception as error:  # a failed run is reported, the others go on
+                        failures.append(f"{task.algo} on {task.env} (seed {task.seed}): {error!r}")
+                    bar.update(1)
+                    bar.set_postfix_str(f"last: {task.algo}/{task.env}/{task.seed}")
+        bar.close()
+    for failure in failures:
+        log(f"FAILED: {failure}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed (the others are in {runs_csv}).")
+    return read_rows(runs_csv)
+
+
+__all__ = ["COLUMNS", "LearningCurveCallback", "RunTask", "make_env", "run_benchmark", "run_one"]

@@ -1,0 +1,147 @@
+"""The benchmark runner (``sb3-safeq bench``): outputs, sane numbers, resuming and clear errors."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
+from sb3_safeq.bench.calibration import discounted_returns, evaluate_calibration
+from sb3_safeq.bench.cli import main
+from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
+from sb3_safeq.bench.runner import COLUMNS, RunTask, run_benchmark
+from sb3_safeq.zoo.cli import main as zoo_main
+
+ENV = "SafeCliffWalking-v0"
+SMALL = ["--envs", ENV, "--algos", "safeq", "behavior", "dqn", "--seeds", "1", "--steps", "1500"]
+FAST = ["--eval-episodes", "3", "--calib-episodes", "2", "--curve-points", "3", "--curve-episodes", "1"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "runs.csv").open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _run_bench(out: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_safeq.bench", *SMALL, *FAST, "--jobs", "2", "--no-progress", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _check_outputs(out: Path) -> None:
+    for name in ("runs.csv", "summary.md", f"learning_curves_{ENV}.png", f"unsafe_visits_{ENV}.png"):
+        assert (out / name).is_file(), name
+    assert (out / f"calibration_{ENV}.png").is_file()
+    rows = _rows(out)
+    assert list(rows[0]) == list(COLUMNS)
+    assert sorted(row["algo"] for row in rows) == ["behavior", "dqn", "safeq"]
+    curve = json.loads((out / "curves" / f"safeq__{ENV}__0.json").read_text())
+    assert len(curve["curve"]["steps"]) == len(curve["curve"]["eval_return"]) == len(curve["curve"]["unsafe_visits"])
+    assert len(curve["calibration"]["q_hat"]) == len(curve["calibration"]["mc_return"]) > 0
+    summary = (out / "summary.md").read_text()
+    assert f"## {ENV}" in summary and "| safeq |" in summary
+
+
+def _check_numbers(out: Path) -> None:
+    rows = {row["algo"]: row for row in _rows(out)}
+    # Unshielded DQN explores over all actions (uniform warm-up, then epsilon-greedy) and walks off the cliff;
+    # SafeSupportQ never does.
+    assert int(rows["dqn"]["train_unsafe_visits"]) > 0
+    assert int(rows["safeq"]["train_unsafe_visits"]) == 0
+    assert int(rows["safeq"]["train_out_of_support"]) == 0
+    assert int(rows["behavior"]["train_unsafe_visits"]) == 0
+    assert int(rows["safeq"]["n_timesteps"]) == 1500
+    assert int(rows["safeq"]["eval_unsafe_visits"]) == 0
+    assert 0.0 <= float(rows["safeq"]["support_leakage"]) <= 1.0
+    assert math.isfinite(float(rows["safeq"]["tabular_q_error"]))  # exact soft value iteration on the cliff
+    assert -100.0 <= float(rows["safeq"]["eval_return_induced"]) <= 0.0  # pi_Q, inside the masks
+    assert -100.0 <= float(rows["safeq"]["eval_return_mean"]) <= 0.0
+    for algo in ("safeq", "dqn"):
+        assert float(rows[algo]["fps"]) > 0
+        assert math.isfinite(float(rows[algo]["calib_norm_bias"]))
+    assert rows["behavior"]["calib_norm_bias"] in ("", "nan")  # no critic
+    assert float(rows["safeq"]["peak_memory_mb"]) > 10
+    assert float(rows["safeq"]["wall_time_s"]) > 0
+
+
+def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # One test (not a fixture shared by several) so that pytest-xdist runs the benchmark once, not once per worker.
+    out = tmp_path / "bench"
+    _run_bench(out)
+    _check_outputs(out)
+    _check_numbers(out)
+    # Resuming: the finished runs are skipped, runs.csv keeps its rows.
+    before = (out / "runs.csv").read_text().count("\n")
+    assert main([*SMALL, *FAST, "--no-progress", "--out", str(out)]) == 0
+    assert "3 run(s) already finished (skipped), 0 to run" in capsys.readouterr().out
+    assert (out / "runs.csv").read_text().count("\n") == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algos", "nope"], "Unknown algorithm 'nope'"),
+        (["--envs", "NoSuchEnv-v0"], "Unknown environment 'NoSuchEnv-v0'"),
+        (["--envs", ENV, "--algos", "sac"], "No run"),
+        (["--envs", "CartPole-v1"], "CartPole-v1 cannot be benchmarked"),
+        (["--seeds", "0", "--envs", ENV], "--seeds must be >= 1"),
+    ],
+)
+def test_bad_options_fail_clearly(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_entry_point_unknown_algo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert zoo_main(["bench", "--algos", "nope", "--out", str(tmp_path)]) == 2
+    assert "Unknown algorithm 'nope'" in capsys.readouterr().err
+
+
+def test_hyperparams_are_read_like_rl_zoo() -> None:
+    n_timesteps, n_envs, kwargs = load_hyperparams(get_algo("dqn"), ENV)
+    assert n_timesteps == 20000 and n_envs == 1
+    assert kwargs["policy_kwargs"] == {"net_arch": [64, 64]}  # the YAML string, evaluated
+    assert "env_wrapper" not in kwargs and "monitor_kwargs" not in kwargs
+    _, n_envs, _ = load_hyperparams(get_algo("ppo_mask"), ENV)
+    assert n_envs == 4
+    variant = AlgoSpec("safeq_alpha", "safeq", "any", "sb3_safeq:SafeSupportQ", extra_kwargs={"alpha": 0.5})
+    assert load_hyperparams(variant, ENV)[2]["alpha"] == 0.5
+
+
+def test_metrics() -> None:
+    assert bootstrap_ci([1.0]) == (1.0, 1.0, 1.0)
+    mean, low, high = bootstrap_ci([0.0, 1.0, 2.0, 3.0])
+    assert low <= mean == 1.5 <= high
+    assert bootstrap_ci([1.0, 2.0]) == bootstrap_ci([1.0, 2.0])  # fixed seed
+    assert all(math.isnan(value) for value in bootstrap_ci([]))
+    assert target_return(-10.0) == pytest.approx(-11.0) and target_return(20.0) == pytest.approx(18.0)
+    assert time_to_target([0.0, 1.0, 2.0], [-100.0, -12.0, -10.0], -11.0) == 2.0
+    assert math.isnan(time_to_target([0.0], [-100.0], -11.0))
+    np.testing.assert_allclose(discounted_returns([1.0, 1.0, 1.0], 0.5), [1.75, 1.5, 1.0])
+
+
+def test_calibration_without_critic_is_nan() -> None:
+    import gymnasium as gym
+
+    env = gym.make(ENV)
+    result = evaluate_calibration(BehaviorAgent(env.action_space), env, n_episodes=1, gamma=0.99)
+    assert math.isnan(result["norm_bias"]) and result["n_states"] == 0
+
+
+def test_unregistered_variant_runs_in_worker(tmp_path: Path) -> None:
+    # The task carries its spec to the fresh worker process, so a variant defined only here runs too.
+    spec = AlgoSpec("behavior_variant", None, "any", use_support=True)
+    task = RunTask(spec.name, ENV, 0, str(tmp_path), eval_episodes=1, calib_episodes=1, curve_episodes=1, spec=spec)
+    rows = run_benchmark([task], tmp_path, jobs=1, progress=False, log=lambda message: None)
+    assert [(row["algo"], row["train_unsafe_visits"]) for row in rows] == [("behavior_variant", "0")]
