@@ -20,7 +20,7 @@ from torch import nn
 from sb3_safeq.common import squashed_box
 from sb3_safeq.common.bounds import BoxScaler, as_safe_bounds, clip_into, empty_box_message, empty_boxes
 from sb3_safeq.common.support import EmptySupportError
-from sb3_safeq.safeq.policies import optimizer_kwargs_with_defaults, split_net_arch
+from sb3_safeq.safeq.policies import observation_batch, optimizer_kwargs_with_defaults, split_net_arch
 
 
 class SquashedBoxActor(BasePolicy):
@@ -263,13 +263,7 @@ class BoxSafeSupportQPolicy(BasePolicy):
         :return: the actions and the (unchanged) state
         """
         self.set_training_mode(False)
-        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
-            raise ValueError(
-                "predict() got a tuple (obs, info): pass only the observation, e.g. `obs, info = env.reset(); "
-                "model.predict(obs)`."
-            )
-        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        obs_tensor, vectorized_env, n_obs = observation_batch(self, observation)
         if safe_bounds is None:
             with th.no_grad():
                 agent_actions = self.actor._predict(obs_tensor, deterministic).cpu().numpy()

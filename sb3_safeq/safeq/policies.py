@@ -131,6 +131,24 @@ def optimizer_kwargs_with_defaults(
     return kwargs
 
 
+def observation_batch(policy: BasePolicy, observation: Any) -> tuple[PyTorchObs, bool, int]:
+    """
+    Convert ``predict``'s observation to a tensor batch, refusing the ``(obs, info)`` tuple a bare ``reset()`` gives.
+
+    :param policy: the policy (its ``obs_to_tensor`` does the conversion)
+    :param observation: the observation passed to ``predict``
+    :return: the tensor batch, whether the input was already batched, and the batch size
+    """
+    if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+        raise ValueError(
+            "predict() got a tuple (obs, info): pass only the observation, e.g. `obs, info = env.reset(); "
+            "model.predict(obs)`."
+        )
+    obs_tensor, vectorized_env = policy.obs_to_tensor(observation)
+    n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+    return obs_tensor, vectorized_env, n_obs
+
+
 class SafeSupportQPolicy(BasePolicy):
     """
     Policy of SafeSupportQ for ``Discrete`` actions: Q-network, target Q-network and a categorical extraction head,
@@ -261,13 +279,7 @@ class SafeSupportQPolicy(BasePolicy):
         :return: the actions and the (unchanged) state
         """
         self.set_training_mode(False)
-        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
-            raise ValueError(
-                "predict() got a tuple (obs, info): pass only the observation, e.g. `obs, info = env.reset(); "
-                "model.predict(obs)`."
-            )
-        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        obs_tensor, vectorized_env, n_obs = observation_batch(self, observation)
         masks = None if action_masks is None else self._masks_to_tensor(action_masks, n_obs)
         with th.no_grad():
             actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=masks)
