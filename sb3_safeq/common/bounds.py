@@ -15,7 +15,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_safeq.common.support import MissingSupportError
+from sb3_safeq.common.support import MissingSupportError, find_env_method
 
 #: Name of the environment method that returns the safe box ``(low, high)`` of the current observation.
 SAFE_BOUNDS_METHOD = "safe_action_bounds"
@@ -65,11 +65,8 @@ def get_safe_bounds_fn(env: gym.Env) -> Callable[[], Any]:
     :param env: a (possibly wrapped) gymnasium environment
     :return: the bound method
     """
-    try:
-        method = env.get_wrapper_attr(SAFE_BOUNDS_METHOD)
-    except AttributeError:
-        method = None
-    if not callable(method):
+    method = find_env_method(env, SAFE_BOUNDS_METHOD)
+    if method is None:
         raise MissingSupportError(
             f"The environment {env!r} has no `{SAFE_BOUNDS_METHOD}()` method, so its safe actions are unknown. "
             "SafeSupportQ only acts inside a safe support: give the environment a method "
@@ -180,9 +177,12 @@ class BoxScaler:
         low, half_width = self._affine(values.device)
         return ((values - low) / half_width - 1.0).clamp(-1.0, 1.0)
 
-    def log_abs_det_to_env(self) -> float:
-        """:return: ``log |d env / d agent|`` of the affine map (converts log-densities between the units)"""
-        return float(np.log(self.half_width).sum())
+    def log_half_width_tensor(self, device: th.device) -> th.Tensor:
+        """
+        :param device: the device of the result
+        :return: ``log |d env / d agent|`` per axis (converts log-densities between the units)
+        """
+        return self._affine(device)[1].log()
 
 
 def clip_into(actions: np.ndarray, bounds: np.ndarray) -> np.ndarray:

@@ -42,6 +42,19 @@ def empty_support_message(where: str) -> str:
     )
 
 
+def find_env_method(env: gym.Env, name: str) -> Callable[..., Any] | None:
+    """
+    :param env: a (possibly wrapped) gymnasium environment
+    :param name: a method name
+    :return: the environment's method of that name, found through any gymnasium wrappers, or None
+    """
+    try:
+        method = env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
+    return method if callable(method) else None
+
+
 def get_action_mask_fn(env: gym.Env) -> Callable[[], np.ndarray]:
     """
     Find the ``action_masks()`` method of an environment, through any gymnasium wrappers.
@@ -49,11 +62,8 @@ def get_action_mask_fn(env: gym.Env) -> Callable[[], np.ndarray]:
     :param env: a (possibly wrapped) gymnasium environment
     :return: the bound method
     """
-    try:
-        method = env.get_wrapper_attr(ACTION_MASKS_METHOD)
-    except AttributeError:
-        method = None
-    if not callable(method):
+    method = find_env_method(env, ACTION_MASKS_METHOD)
+    if method is None:
         raise MissingSupportError(
             f"The environment {env!r} has no `{ACTION_MASKS_METHOD}()` method, so its safe actions are unknown. "
             "SafeSupportQ only acts inside a safe support: give the environment a method `action_masks() -> "

@@ -456,7 +456,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
             raise EmptySupportError(self.support.empty_message(where))
 
         assert isinstance(replay_buffer, _SupportStorage) and self._last_supports is not None
-        replay_buffer.stage_supports(self._last_supports, self.support.to_agent(next_raw_supports))
+        next_supports = self.support.to_agent(next_raw_supports)
+        replay_buffer.stage_supports(self._last_supports, next_supports)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
         # After an auto-reset `new_obs` starts a new episode; `info` held the terminal observation's support instead.
@@ -464,7 +465,10 @@ class SafeSupportQ(OffPolicyAlgorithm):
         if done_indices.size > 0:
             next_raw_supports = next_raw_supports.copy()
             next_raw_supports[done_indices] = self._query_supports([int(index) for index in done_indices])
-        self._set_last_supports(next_raw_supports)
+            self._set_last_supports(next_raw_supports)
+        else:
+            # The common step: the converted supports above are reused, not converted again.
+            self._last_raw_supports, self._last_supports = next_raw_supports, next_supports
 
     def predict(
         self,
@@ -659,7 +663,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         log_density = self.behavior_policy.log_prob(observations, env_boxes, env_actions.unsqueeze(1))[:, 0]
         # Change of variables to agent units, over the axes that carry density.
         has_volume = (boxes[:, 1] - boxes[:, 0]) > POINT_WIDTH
-        log_half_width = th.as_tensor(np.log(scaler.half_width), dtype=log_density.dtype, device=log_density.device)
+        log_half_width = scaler.log_half_width_tensor(log_density.device).to(log_density.dtype)
         return log_density + (has_volume * log_half_width).sum(dim=-1)
 
     def _update_target_network(self) -> None:
