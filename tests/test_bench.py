@@ -10,10 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
+from sb3_safeq.bench import algorithms
+from sb3_safeq.bench.algorithms import (
+    ALGORITHMS,
+    DEFAULT_ALGOS,
+    AlgoSpec,
+    BehaviorAgent,
+    get_algo,
+    load_hyperparams,
+    step_budget,
+)
 from sb3_safeq.bench.calibration import discounted_returns, evaluate_calibration
 from sb3_safeq.bench.cli import main
+from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
+from sb3_safeq.bench.provenance import read_invocations
+from sb3_safeq.bench.report import interquartile_mean
 from sb3_safeq.bench.runner import COLUMNS, RunTask, run_benchmark
 from sb3_safeq.zoo.cli import main as zoo_main
 
@@ -84,6 +96,16 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main([*SMALL, *FAST, "--no-progress", "--out", str(out)]) == 0
     assert "3 run(s) already finished (skipped), 0 to run" in capsys.readouterr().out
     assert (out / "runs.csv").read_text().count("\n") == before
+    # Provenance: the invocation that ran them (not the one that skipped them), in the summary too.
+    invocations = read_invocations(out)
+    assert [record["new_runs"] for record in invocations] == [3]
+    assert "--steps 1500" in invocations[0]["command"] and "cores available" in invocations[0]["machine"]
+    assert invocations[0]["command"] in (out / "summary.md").read_text()
+    # Publishing copies the summary and the plots it links.
+    assert main(["--out", str(out), "--report-only", "--publish", str(tmp_path / "docs")]) == 0
+    published = (tmp_path / "docs" / "results.md").read_text()
+    assert published == (out / "summary.md").read_text()
+    assert f"](learning_curves_{ENV}.png)" in published and (tmp_path / "docs" / f"learning_curves_{ENV}.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -145,3 +167,66 @@ def test_unregistered_variant_runs_in_worker(tmp_path: Path) -> None:
     task = RunTask(spec.name, ENV, 0, str(tmp_path), eval_episodes=1, calib_episodes=1, curve_episodes=1, spec=spec)
     rows = run_benchmark([task], tmp_path, jobs=1, progress=False, log=lambda message: None)
     assert [(row["algo"], row["train_unsafe_visits"]) for row in rows] == [("behavior_variant", "0")]
+
+
+def test_every_algorithm_gets_the_same_step_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two files with different n_timesteps for one environment: by default both get safeq.yml's budget.
+    entry = "{env}:\n  n_timesteps: {steps}\n  policy: MlpPolicy\n"
+    (tmp_path / "safeq.yml").write_text(entry.format(env=ENV, steps=1234))
+    (tmp_path / "dqn.yml").write_text(entry.format(env=ENV, steps=999) + entry.format(env="Other-v0", steps=7))
+    monkeypatch.setattr(algorithms, "HYPERPARAMS_DIR", tmp_path)
+    dqn = get_algo("dqn")
+    assert step_budget(dqn, ENV) == step_budget(get_algo("safeq"), ENV) == 1234
+    assert step_budget(get_algo("behavior"), ENV) == 1234  # part of the run key of the untrained behavior too
+    assert step_budget(dqn, ENV, common=False) == 999
+    assert step_budget(dqn, "Other-v0") == 7  # no safeq entry: the algorithm's own
+
+
+def test_a_new_budget_replaces_the_stale_row(tmp_path: Path) -> None:
+    def run(steps: int) -> list[dict[str, str]]:
+        task = RunTask("behavior", ENV, 0, str(tmp_path), steps=steps, eval_episodes=1, calib_episodes=1)
+        return run_benchmark([task], tmp_path, jobs=1, progress=False, log=lambda message: None)
+
+    assert [row["budget"] for row in run(300)] == ["300"]
+    assert [row["budget"] for row in run(300)] == ["300"]  # resumed: not rerun
+    assert [row["budget"] for row in run(400)] == ["400"]  # another budget: rerun, the old row dropped
+
+
+def test_safeq_variants_are_registered_but_not_default() -> None:
+    variants = {"safeq_reverse_kl", "safeq_explore_behavior", "safeq_explore_induced", "safeq_alpha0.01"}
+    assert variants <= set(ALGORITHMS) and not variants & set(DEFAULT_ALGOS)
+    assert load_hyperparams(get_algo("safeq_reverse_kl"), ENV)[2]["extraction"] == "reverse_kl"
+    # The variant's argument overrides the file's (safeq.yml sets alpha 0.2 for cart-pole).
+    assert load_hyperparams(get_algo("safeq_alpha1"), "SafeCartPole-v0")[2]["alpha"] == 1.0
+
+
+def test_interquartile_mean_ignores_the_outer_quartiles() -> None:
+    import pandas as pd
+
+    assert interquartile_mean(pd.Series([1.0, 2.0, 3.0, 4.0, 1000.0])) == pytest.approx(3.0)
+    assert interquartile_mean(pd.Series([2.0, np.nan])) == 2.0
+    assert math.isnan(interquartile_mean(pd.Series([], dtype=float)))
+
+
+def test_induced_policy_of_a_box_model_stays_in_the_box() -> None:
+    import gymnasium as gym
+
+    from sb3_safeq import SafeSupportQ
+    from sb3_safeq.common.wrappers import SafetyWrapper
+
+    env = SafetyWrapper(gym.make("SafePointMass-v0"))
+    model = SafeSupportQ("MlpPolicy", env, learning_starts=50, n_behavior_samples=8, seed=0)
+    model.learn(100)
+    predict = induced_predict_fn(model)
+    assert predict is not None
+    rng = np.random.default_rng(0)
+    low = rng.uniform(-1.0, 0.0, size=(64, 2)).astype(np.float32)
+    high = np.minimum(low + rng.uniform(0.0, 0.3, size=(64, 2)).astype(np.float32), 1.0)
+    high[0] = low[0]  # a point box
+    observations = np.repeat(env.reset(seed=0)[0][None], 64, axis=0)
+    for deterministic in (True, False):
+        actions, _ = predict(observations, deterministic=deterministic, safe_bounds=(low, high))
+        assert actions.shape == (64, 2) and actions.dtype == np.float32
+        assert np.all(actions >= low) and np.all(actions <= high)
+    with pytest.raises(ValueError, match="safe boxes"):
+        predict(observations)

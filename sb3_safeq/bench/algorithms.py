@@ -97,6 +97,23 @@ for _spec in (
 ):
     register_algo(_spec)
 
+#: The algorithms a benchmark runs when ``--algos`` is not given.
+DEFAULT_ALGOS: tuple[str, ...] = tuple(ALGORITHMS)
+
+# SafeSupportQ variants (run them by name, e.g. ``--algos safeq safeq_reverse_kl``): the extraction (E1 forward KL is
+# the default, E2 reverse KL), who collects the data (beta as in the paper, or pi_Q with the same support) and the
+# temperature (the default is 0.05; an entry of safeq.yml may set its own, which the alpha variants override).
+SAFEQ_VARIANTS: dict[str, dict[str, Any]] = {
+    "safeq_reverse_kl": {"extraction": "reverse_kl"},
+    "safeq_explore_behavior": {"exploration": "behavior"},
+    "safeq_explore_induced": {"exploration": "induced"},
+    "safeq_alpha0.01": {"alpha": 0.01},
+    "safeq_alpha0.2": {"alpha": 0.2},
+    "safeq_alpha1": {"alpha": 1.0},
+}
+for _name, _kwargs in SAFEQ_VARIANTS.items():
+    register_algo(AlgoSpec(_name, "safeq", ANY, "sb3_safeq:SafeSupportQ", use_support=True, extra_kwargs=_kwargs))
+
 
 def get_algo(name: str) -> AlgoSpec:
     """
@@ -106,6 +123,25 @@ def get_algo(name: str) -> AlgoSpec:
     if name not in ALGORITHMS:
         raise BenchConfigError(f"Unknown algorithm {name!r}: choose among {', '.join(ALGORITHMS)}.")
     return ALGORITHMS[name]
+
+
+def step_budget(spec: AlgoSpec, env_id: str, common: bool = True) -> int:
+    """
+    The number of training steps of an algorithm on an environment.
+
+    :param spec: the algorithm
+    :param env_id: the environment id
+    :param common: one budget for every algorithm: the ``n_timesteps`` of the environment's entry in
+        ``hyperparams/safeq.yml`` (falls back to the algorithm's own file when safeq.yml has no entry for it), so that
+        the comparison is at equal numbers of environment steps; False: each algorithm's own ``n_timesteps``
+    :return: the budget (the common one also for the untrained behavior policy, which makes it part of the run key)
+    """
+    if common:
+        try:
+            return int(read_env_hyperparams(HYPERPARAMS_DIR / "safeq.yml", env_id)["n_timesteps"])
+        except ZooUsageError:
+            pass
+    return load_hyperparams(spec, env_id)[0]
 
 
 def _schedule(value: Any) -> Any:

@@ -11,8 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-from sb3_safeq.bench.algorithms import ALGORITHMS, BenchConfigError, env_action_space, get_algo
-from sb3_safeq.bench.runner import RunTask, run_benchmark
+from sb3_safeq.bench.algorithms import (
+    ALGORITHMS,
+    DEFAULT_ALGOS,
+    BenchConfigError,
+    env_action_space,
+    get_algo,
+    step_budget,
+)
+from sb3_safeq.bench.provenance import record_invocation
+from sb3_safeq.bench.runner import RunTask, read_rows, row_key, run_benchmark
 
 #: Default environments (every bundled safe environment).
 DEFAULT_ENVS = (
@@ -37,12 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sb3-safeq bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--algos", nargs="+", default=None, help=f"algorithms (default: all): {', '.join(ALGORITHMS)}")
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        default=None,
+        help=f"algorithms (default: {' '.join(DEFAULT_ALGOS)}); all: {' '.join(ALGORITHMS)}",
+    )
     parser.add_argument("--envs", nargs="+", default=None, help="environment ids (default: the bundled safe ones)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 5)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first seed")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: n_timesteps of the files)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps of every run (default: the budget of the environment)"
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="upper bound on the training steps")
+    parser.add_argument(
+        "--own-budgets",
+        action="store_true",
+        help="train each algorithm for the n_timesteps of its own hyperparameter file (default: every algorithm gets "
+        "the n_timesteps of the environment's entry in safeq.yml, so that all compare at equal steps)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one fresh process per run)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
     parser.add_argument("--calib-episodes", type=int, default=5, help="episodes of the value calibration")
@@ -52,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a few minutes: " + str(QUICK))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report of --out")
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="also copy summary.md (as results.md) and the plots into this folder (e.g. docs/benchmarks)",
+    )
     return parser
 
 
@@ -61,7 +88,11 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
     :return: the runs (algorithm x environment x seed, where the algorithm fits the action space)
     """
     specs = [get_algo(name) for name in args.algos]
-    for name, value in (("--seeds", args.seeds), ("--jobs", args.jobs), ("--eval-episodes", args.eval_episodes)):
+    numbers = [("--seeds", args.seeds), ("--jobs", args.jobs), ("--eval-episodes", args.eval_episodes)]
+    numbers += [
+        (name, value) for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps)) if value is not None
+    ]
+    for name, value in numbers:
         if value < 1:
             raise BenchConfigError(f"{name} must be >= 1, got {value}.")
     tasks = []
@@ -70,6 +101,9 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
         for spec in specs:
             if not spec.runs_on(action_space):
                 continue
+            budget = args.steps if args.steps is not None else step_budget(spec, env_id, not args.own_budgets)
+            if args.max_steps is not None:
+                budget = min(budget, args.max_steps)
             for seed in range(args.seed_offset, args.seed_offset + args.seeds):
                 tasks.append(
                     RunTask(
@@ -77,8 +111,7 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
                         env=env_id,
                         seed=seed,
                         out_dir=str(args.out),
-                        steps=args.steps,
-                        max_steps=args.max_steps,
+                        steps=budget,
                         eval_episodes=args.eval_episodes,
                         curve_points=args.curve_points,
                         curve_episodes=args.curve_episodes,
@@ -98,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: the command-line arguments (default: ``sys.argv[1:]``)
     :return: the exit code: 0 on success, 2 on a configuration error, 1 when runs failed
     """
-    args = build_parser().parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw_argv)
     if args.quick:
         for key, value in QUICK.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
-    args.algos = args.algos or list(ALGORITHMS)
+    args.algos = args.algos or list(DEFAULT_ALGOS)
     args.envs = args.envs or list(DEFAULT_ENVS)
     args.seeds = 5 if args.seeds is None else args.seeds
     args.out = args.out or Path("bench_results") / time.strftime("%Y%m%d-%H%M%S")
@@ -111,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.report_only:
             tasks = make_tasks(args)
-            run_benchmark(tasks, args.out, jobs=args.jobs, progress=not args.no_progress)
+            keys_before = {row_key(row) for row in read_rows(args.out / "runs.csv")}
+            try:
+                run_benchmark(tasks, args.out, jobs=args.jobs, progress=not args.no_progress)
+            finally:  # also after failed runs: the others are in runs.csv
+                new_runs = sum(row_key(row) not in keys_before for row in read_rows(args.out / "runs.csv"))
+                if new_runs > 0:
+                    record_invocation(args.out, raw_argv, new_runs, time.perf_counter() - start)
     except BenchConfigError as error:
         print(f"sb3-safeq bench: error: {error}", file=sys.stderr)
         return 2
@@ -121,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.out / "runs.csv").is_file():
         print(f"sb3-safeq bench: error: no {args.out / 'runs.csv'} to report on.", file=sys.stderr)
         return 2
-    from sb3_safeq.bench.report import write_report
+    from sb3_safeq.bench.report import publish_report, write_report
 
     summary, plots = write_report(args.out)
+    if args.publish is not None:
+        published = publish_report(args.out, args.publish)
+        print(f"Published {published} and {len(plots)} plots.")
     print(f"Wrote {args.out / 'runs.csv'}, {summary} and {len(plots)} plots in {time.perf_counter() - start:.0f} s.")
     return 0

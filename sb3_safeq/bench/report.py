@@ -4,17 +4,28 @@ The report of a benchmark folder: ``time_to_90pct_s`` filled into ``runs.csv``, 
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
+from sb3_safeq.bench.provenance import read_invocations
 from sb3_safeq.bench.runner import COLUMNS
 
 #: Curves of a run live in ``curves/<algo>__<env>__<seed>.json``.
 CURVES_DIR = "curves"
+
+
+#: The plots of each environment: file prefix and title.
+PLOTS = {
+    "learning_curves": "learning curves",
+    "unsafe_visits": "cumulative training unsafe visits",
+    "calibration": "calibration",
+}
 
 
 def load_curve(out_dir: Path, algo: str, env: str, seed: int) -> dict[str, Any] | None:
@@ -63,6 +74,16 @@ def fill_time_to_target(runs: pd.DataFrame, out_dir: Path, fraction: float = 0.9
     return runs
 
 
+def interquartile_mean(values: pd.Series) -> float:
+    """
+    :param values: one value per seed (NaN dropped)
+    :return: the interquartile mean (mean of the middle 50%, robust to one outlying seed; Agarwal et al. 2021)
+    """
+    array = values.to_numpy(dtype=np.float64)
+    array = array[~np.isnan(array)]
+    return float(stats.trim_mean(array, 0.25)) if array.size else math.nan
+
+
 def _interval(values: pd.Series, digits: int = 1) -> str:
     mean, low, high = bootstrap_ci(values.to_numpy(dtype=np.float64))
     if math.isnan(mean):
@@ -70,15 +91,35 @@ def _interval(values: pd.Series, digits: int = 1) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def summary_table(runs: pd.DataFrame) -> str:
+def provenance_lines(invocations: list[dict[str, Any]]) -> list[str]:
+    """
+    :param invocations: the folder's recorded invocations (:func:`~sb3_safeq.bench.provenance.read_invocations`)
+    :return: Markdown lines: the commands that produced the runs, when, on which machine and how long they took
+    """
+    if not invocations:
+        return ["Produced by `sb3-safeq bench` (no recorded invocation).", ""]
+    lines = ["Produced by these invocations of `sb3-safeq bench` (resumable, into the same folder):", ""]
+    for record in invocations:
+        lines.append(
+            f"- `{record.get('command', '?')}` — {record.get('date', '?')}, {record.get('new_runs', '?')} run(s), "
+            f"{float(record.get('wall_time_s', math.nan)):.0f} s; machine: {record.get('machine', '?')}"
+        )
+    return [*lines, ""]
+
+
+def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None = None) -> str:
     """
     :param runs: the rows of ``runs.csv``
-    :return: the Markdown summary: per environment and algorithm, the mean and 95% bootstrap interval over seeds
+    :param invocations: the invocations that produced them (listed at the top)
+    :return: the Markdown summary: per environment and algorithm, the mean and 95% bootstrap interval over seeds,
+        and the plots
     """
     lines = [
         "# Benchmark summary",
         "",
-        "Mean [95% bootstrap interval over seeds, 2000 resamples]; training unsafe visits: the maximum over seeds.",
+        *provenance_lines(invocations or []),
+        "Mean [95% bootstrap interval over seeds, 2000 resamples]; IQM: interquartile mean over seeds; training unsafe "
+        "visits: the maximum over seeds.",
         "",
     ]
     best = best_safe_returns(runs)
@@ -88,21 +129,27 @@ def summary_table(runs: pd.DataFrame) -> str:
             "",
             f"Best safe return: {best[env]:.2f}.",
             "",
-            "| algo | seeds | steps | eval return | train unsafe visits (max) | eval unsafe visits (max) | "
-            "calib norm bias | support leakage | max abs(Q - Q*) | fps | time to 90% (s) | peak MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| algo | seeds | steps | eval return | eval return IQM | pi_Q return | train unsafe visits (max) | "
+            "eval unsafe visits (max) | calib norm bias | support leakage | max abs(Q - Q*) | fps | time to 90% (s) "
+            "| peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for algo, group in env_runs.groupby("algo", sort=True):
             leakage = group["support_leakage"].mean()
             q_error = group["tabular_q_error"].mean()
             lines.append(
                 f"| {algo} | {len(group)} | {int(group['n_timesteps'].max())} | {_interval(group['eval_return_mean'])} "
+                f"| {interquartile_mean(group['eval_return_mean']):.1f} "
+                f"| {_interval(group['eval_return_induced'])} "
                 f"| {int(group['train_unsafe_visits'].max())} | {int(group['eval_unsafe_visits'].max())} "
                 f"| {_interval(group['calib_norm_bias'], 2)} | {'n/a' if math.isnan(leakage) else f'{leakage:.3f}'} "
                 f"| {'n/a' if math.isnan(q_error) else f'{q_error:.2f}'} "
                 f"| {_interval(group['fps'], 0)} | {_interval(group['time_to_90pct_s'])} "
                 f"| {group['peak_memory_mb'].max():.0f} |"
             )
+        lines.append("")
+        for kind, title in PLOTS.items():
+            lines.append(f"![{title}]({kind}_{env}.png)")
         lines.append("")
     return "\n".join(lines)
 
@@ -130,7 +177,7 @@ def plot_all(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     written = []
     for env, env_runs in runs.groupby("env", sort=True):
-        figures = {kind: plt.subplots(figsize=(7, 4.5)) for kind in ("learning_curves", "unsafe_visits", "calibration")}
+        figures = {kind: plt.subplots(figsize=(7, 4.5)) for kind in PLOTS}
         for algo, group in env_runs.groupby("algo", sort=True):
             records = [load_curve(out_dir, algo, env, int(seed)) for seed in sorted(group["seed"].astype(int))]
             records = [record for record in records if record is not None]
@@ -193,5 +240,22 @@ def write_report(out_dir: Path) -> tuple[Path, list[Path]]:
     runs = runs.sort_values(["env", "algo", "seed"])
     runs[list(COLUMNS)].to_csv(runs_csv, index=False)
     summary = out_dir / "summary.md"
-    summary.write_text(summary_table(runs) + "\n")
+    summary.write_text(summary_table(runs, read_invocations(out_dir)) + "\n")
     return summary, plot_all(runs, out_dir)
+
+
+def publish_report(out_dir: Path, target_dir: Path) -> Path:
+    """
+    Copy the report of a folder (``summary.md`` as ``results.md``, and the plots it links) into ``target_dir``, e.g.
+    ``docs/benchmarks``, where the links still work.
+
+    :param out_dir: the results folder (after :func:`write_report`)
+    :param target_dir: where to publish
+    :return: the published ``results.md``
+    """
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for plot in sorted(out_dir.glob("*.png")):
+        shutil.copy2(plot, target_dir / plot.name)
+    results = target_dir / "results.md"
+    shutil.copy2(out_dir / "summary.md", results)
+    return results

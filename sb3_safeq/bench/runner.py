@@ -31,6 +31,7 @@ COLUMNS: tuple[str, ...] = (
     "algo",
     "env",
     "seed",
+    "budget",
     "n_timesteps",
     "train_unsafe_visits",
     "train_cumulative_cost",
@@ -53,8 +54,8 @@ COLUMNS: tuple[str, ...] = (
     "time_to_90pct_s",
     "peak_memory_mb",
 )
-#: The columns that identify a run.
-KEY_COLUMNS = ("algo", "env", "seed")
+#: The columns that identify a run: a run with another step budget is another run.
+KEY_COLUMNS = ("algo", "env", "seed", "budget")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class RunTask:
     :param seed: random seed
     :param out_dir: the results folder (the run writes ``curves/<algo>__<env>__<seed>.json`` there)
     :param steps: training steps (None: the hyperparameter file's ``n_timesteps``)
-    :param max_steps: upper bound on the training steps (None: no bound)
     :param eval_episodes: episodes of the final evaluation
     :param curve_points: number of evaluations along training (learning curve)
     :param curve_episodes: episodes per learning-curve evaluation
@@ -81,7 +81,6 @@ class RunTask:
     seed: int
     out_dir: str
     steps: int | None = None
-    max_steps: int | None = None
     eval_episodes: int = 10
     curve_points: int = 10
     curve_episodes: int = 3
@@ -89,9 +88,9 @@ class RunTask:
     spec: AlgoSpec | None = None
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """:return: ``(algo, env, seed)`` as they appear in ``runs.csv``"""
-        return self.algo, self.env, str(self.seed)
+    def key(self) -> tuple[str, str, str, str]:
+        """:return: ``(algo, env, seed, budget)`` as they appear in ``runs.csv`` (budget empty: the file's)"""
+        return self.algo, self.env, str(self.seed), "" if self.steps is None else str(self.steps)
 
     @property
     def curve_path(self) -> Path:
@@ -188,8 +187,6 @@ def run_one(task: RunTask) -> dict[str, Any]:
     n_timesteps, n_envs, kwargs = load_hyperparams(spec, task.env)
     if task.steps is not None:
         n_timesteps = task.steps
-    if task.max_steps is not None:
-        n_timesteps = min(n_timesteps, task.max_steps)
     train_env, wrappers = make_env(task.env, task.seed, spec.shield, n_envs)
     eval_env, _ = make_env(task.env, task.seed + 10_000, spec.shield)
 
@@ -227,6 +224,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
         algo=task.algo,
         env=task.env,
         seed=task.seed,
+        budget="" if task.steps is None else task.steps,
         n_timesteps=n_timesteps,
         train_unsafe_visits=counters.unsafe_visits,
         train_cumulative_cost=counters.cumulative_cost,
@@ -278,6 +276,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+def row_key(row: dict[str, str]) -> tuple[str, ...]:
+    """
+    :param row: a row of ``runs.csv``
+    :return: its key (:data:`KEY_COLUMNS`), as strings
+    """
+    return tuple(row.get(column, "") for column in KEY_COLUMNS)
+
+
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """
     Append a row to ``runs.csv``, writing the header first when the file is new.
@@ -314,12 +320,16 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_csv = out_dir / "runs.csv"
     previous = read_rows(runs_csv)
-    if previous and list(previous[0]) != list(COLUMNS):
-        # Written by another version of the benchmark: rewrite it with the current columns (missing ones empty).
+    # A row of the same algorithm, environment and seed with another step budget (or written by a version without
+    # budgets) is stale: it is replaced by the new run, so a folder never mixes budgets.
+    wanted = {task.key for task in tasks}
+    wanted_runs = {key[:3] for key in wanted}
+    kept = [row for row in previous if row_key(row) in wanted or row_key(row)[:3] not in wanted_runs]
+    if previous and (len(kept) < len(previous) or list(previous[0]) != list(COLUMNS)):
         runs_csv.unlink()
-        for row in previous:
+        for row in kept:
             append_row(runs_csv, {column: row.get(column, "") for column in COLUMNS})
-    done = {tuple(row[column] for column in KEY_COLUMNS) for row in previous}
+    done = {row_key(row) for row in kept}
     todo = [task for task in tasks if task.key not in done]
     log(f"{len(tasks) - len(todo)} run(s) already finished (skipped), {len(todo)} to run with {jobs} process(es).")
     failures: list[str] = []
