@@ -25,7 +25,7 @@ from sb3_safeq.bench.cli import main
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
 from sb3_safeq.bench.provenance import read_invocations
-from sb3_safeq.bench.report import interquartile_mean
+from sb3_safeq.bench.report import fill_time_to_target, interquartile_mean
 from sb3_safeq.bench.runner import COLUMNS, RunTask, run_benchmark
 from sb3_safeq.zoo.cli import main as zoo_main
 
@@ -230,3 +230,30 @@ def test_induced_policy_of_a_box_model_stays_in_the_box() -> None:
         assert np.all(actions >= low) and np.all(actions <= high)
     with pytest.raises(ValueError, match="safe boxes"):
         predict(observations)
+
+
+def test_time_and_steps_to_90_percent_of_the_best_safe_return(tmp_path: Path) -> None:
+    import pandas as pd
+
+    curves = {
+        "fast": {"steps": [0, 100, 200], "eval_return": [-100.0, -13.0, -13.0], "time_s": [0.0, 5.0, 9.0]},
+        "slow": {"steps": [0, 100, 200], "eval_return": [-100.0, -50.0, -14.0], "time_s": [0.0, 1.0, 2.0]},
+        "unsafe": {"steps": [0, 100, 200], "eval_return": [-100.0, 0.0, 0.0], "time_s": [0.0, 1.0, 2.0]},
+    }
+    (tmp_path / "curves").mkdir()
+    for algo, curve in curves.items():
+        (tmp_path / "curves" / f"{algo}__{ENV}__0.json").write_text(json.dumps({"curve": curve}))
+    runs = pd.DataFrame(
+        {
+            "algo": list(curves),
+            "env": ENV,
+            "seed": 0,
+            "eval_return_mean": [-13.0, -14.0, 0.0],
+            "train_unsafe_visits": [0, 0, 7],  # the unsafe run's 0 is not the best *safe* return
+            "eval_unsafe_visits": [0, 0, 0],
+        }
+    )
+    filled = fill_time_to_target(runs, tmp_path).set_index("algo")
+    # Best safe return -13, target -14.3: reached at 100 steps (5 s) and at 200 steps (2 s).
+    assert filled.loc["fast", "steps_to_90pct"] == 100 and filled.loc["fast", "time_to_90pct_s"] == 5.0
+    assert filled.loc["slow", "steps_to_90pct"] == 200 and filled.loc["slow", "time_to_90pct_s"] == 2.0

@@ -51,10 +51,10 @@ def target_return(best: float, fraction: float = 0.9) -> float:
 
 def time_to_target(times: Sequence[float], returns: Sequence[float], target: float) -> float:
     """
-    :param times: wall time (training only) of each point of a learning curve
+    :param times: wall time (training only) or environment steps of each point of a learning curve
     :param returns: evaluation return of each point
     :param target: the return to reach
-    :return: the time of the first point at or above the target, NaN if never reached
+    :return: the time (or steps) of the first point at or above the target, NaN if never reached
     """
     for time_s, value in zip(times, returns, strict=True):
         if value >= target:

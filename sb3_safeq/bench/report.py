@@ -52,25 +52,30 @@ def best_safe_returns(runs: pd.DataFrame) -> dict[str, float]:
 
 def fill_time_to_target(runs: pd.DataFrame, out_dir: Path, fraction: float = 0.9) -> pd.DataFrame:
     """
-    Fill ``time_to_90pct_s``: the training wall time until the learning curve first reaches ``fraction`` of the
-    environment's best safe return (see :func:`~sb3_safeq.bench.metrics.target_return`).
+    Fill ``time_to_90pct_s`` and ``steps_to_90pct``: the training wall time and the environment steps until the
+    learning curve first reaches ``fraction`` of the environment's best safe return (see
+    :func:`~sb3_safeq.bench.metrics.target_return`). Wall time is what a user waits; steps are the sample
+    efficiency, independent of how often each algorithm trains.
 
     :param runs: the rows of ``runs.csv``
     :param out_dir: the results folder
     :param fraction: the fraction of the best safe return
-    :return: the rows, with the column filled
+    :return: the rows, with the columns filled
     """
     runs = runs.copy()
     best = best_safe_returns(runs)
-    times = []
+    times, steps = [], []
     for row in runs.itertuples():
         record = load_curve(out_dir, row.algo, row.env, int(row.seed))
         if record is None or math.isnan(best[row.env]) or row.algo == "behavior":
             times.append(math.nan)
+            steps.append(math.nan)
             continue
-        curve = record["curve"]
-        times.append(time_to_target(curve["time_s"], curve["eval_return"], target_return(best[row.env], fraction)))
+        curve, target = record["curve"], target_return(best[row.env], fraction)
+        times.append(time_to_target(curve["time_s"], curve["eval_return"], target))
+        steps.append(time_to_target(curve["steps"], curve["eval_return"], target))
     runs["time_to_90pct_s"] = times
+    runs["steps_to_90pct"] = steps
     return runs
 
 
@@ -131,8 +136,8 @@ def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None =
             "",
             "| algo | seeds | steps | eval return | eval return IQM | pi_Q return | train unsafe visits (max) | "
             "eval unsafe visits (max) | calib norm bias | support leakage | max abs(Q - Q*) | fps | time to 90% (s) "
-            "| peak MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| steps to 90% | peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for algo, group in env_runs.groupby("algo", sort=True):
             leakage = group["support_leakage"].mean()
@@ -145,6 +150,7 @@ def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None =
                 f"| {_interval(group['calib_norm_bias'], 2)} | {'n/a' if math.isnan(leakage) else f'{leakage:.3f}'} "
                 f"| {'n/a' if math.isnan(q_error) else f'{q_error:.2f}'} "
                 f"| {_interval(group['fps'], 0)} | {_interval(group['time_to_90pct_s'])} "
+                f"| {_interval(group['steps_to_90pct'], 0)} "
                 f"| {group['peak_memory_mb'].max():.0f} |"
             )
         lines.append("")

@@ -52,6 +52,7 @@ COLUMNS: tuple[str, ...] = (
     "fps",
     "wall_time_s",
     "time_to_90pct_s",
+    "steps_to_90pct",
     "peak_memory_mb",
 )
 #: The columns that identify a run: a run with another step budget is another run.
