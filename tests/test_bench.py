@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -257,3 +258,48 @@ def test_time_and_steps_to_90_percent_of_the_best_safe_return(tmp_path: Path) ->
     # Best safe return -13, target -14.3: reached at 100 steps (5 s) and at 200 steps (2 s).
     assert filled.loc["fast", "steps_to_90pct"] == 100 and filled.loc["fast", "time_to_90pct_s"] == 5.0
     assert filled.loc["slow", "steps_to_90pct"] == 200 and filled.loc["slow", "time_to_90pct_s"] == 2.0
+
+
+def test_behavior_baseline_acts_out_the_configured_behavior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A behavior given as an import path in safeq.yml (the form rl-zoo3 files can carry) is what "behavior" plays.
+    (tmp_path / "safeq.yml").write_text(
+        f"{ENV}:\n  n_timesteps: 100\n  policy: MlpPolicy\n  behavior: tests.test_bench:always_up_behavior\n"
+    )
+    monkeypatch.setattr(algorithms, "HYPERPARAMS_DIR", tmp_path)
+    _, _, kwargs = load_hyperparams(get_algo("behavior"), ENV)
+    agent = BehaviorAgent(gym_space_of(ENV), seed=0, behavior=kwargs["behavior"])
+    masks = np.ones((5, 4), dtype=bool)
+    actions, _ = agent.predict(np.arange(5), action_masks=masks)
+    np.testing.assert_array_equal(actions, 0)  # "up" only
+    masks[:, 0] = False  # up unsafe: the function's mass outside the mask is refused, not silently moved
+    with pytest.raises(ValueError, match="outside the safe mask"):
+        agent.predict(np.arange(5), action_masks=masks)
+    # Without an entry for the environment the behavior baseline still runs (uniform).
+    assert load_hyperparams(get_algo("behavior"), "SafePointMass-v0") == (0, 1, {})
+
+
+def always_up_behavior(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    probabilities = np.zeros(masks.shape)
+    probabilities[:, 0] = 1.0
+    return probabilities
+
+
+def gym_space_of(env_id: str) -> "gym.spaces.Space":
+    import gymnasium as gym
+
+    return gym.make(env_id).action_space
+
+
+def test_behavior_import_paths() -> None:
+    from gymnasium import spaces
+
+    from sb3_safeq.common.behavior import MaskedUniformBehavior, make_behavior
+
+    space = spaces.Discrete(4)
+    assert isinstance(make_behavior("sb3_safeq.common.behavior:MaskedUniformBehavior", space), MaskedUniformBehavior)
+    with pytest.raises(ValueError, match="Cannot import the behavior policy 'no_such_module:x'"):
+        make_behavior("no_such_module:x", space)
+    with pytest.raises(ValueError, match="Cannot import"):
+        make_behavior("sb3_safeq.common.behavior:nope", space)
+    with pytest.raises(TypeError, match="not a BehaviorPolicy subclass"):
+        make_behavior("collections:OrderedDict", space)

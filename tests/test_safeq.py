@@ -58,6 +58,27 @@ def test_callable_behavior_is_used_for_collection() -> None:
     assert buffer.rewards[: buffer.pos].min() == 1.0
 
 
+def highest_safe_action(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """A deterministic safe behavior, importable by path (``tests.test_safeq:highest_safe_action``)."""
+    probs = np.zeros(masks.shape)
+    probs[np.arange(len(masks)), [np.flatnonzero(m)[-1] for m in masks]] = 1.0
+    return probs
+
+
+def test_behavior_given_by_import_path_survives_save_and_load(tmp_path) -> None:
+    # The form a hyperparameter file can carry; a saved model keeps the string and rebuilds the policy from it.
+    model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), behavior="tests.test_safeq:highest_safe_action", **SMALL)
+    model.learn(60)
+    buffer = model.replay_buffer
+    expected = [np.flatnonzero(mask)[-1] for mask in buffer.supports[: buffer.pos, 0]]
+    np.testing.assert_array_equal(buffer.actions[: buffer.pos, 0, 0], expected)
+    model.save(tmp_path / "model")
+    loaded = SafeSupportQ.load(tmp_path / "model", env=RandomMaskEnv())
+    assert loaded.behavior == "tests.test_safeq:highest_safe_action"
+    # (pytest may import this file under another module name, so compare names, not objects)
+    assert loaded.behavior_policy.probability_fn.__qualname__ == "highest_safe_action"
+
+
 def test_behavior_function_with_mass_outside_the_mask_is_rejected() -> None:
     def unsafe(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return np.ones(masks.shape) / masks.shape[1]

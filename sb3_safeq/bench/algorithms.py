@@ -17,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_safeq.common.behavior import make_behavior
 from sb3_safeq.common.bounds import SAFE_BOUNDS_METHOD
 from sb3_safeq.common.support import ACTION_MASKS_METHOD
 from sb3_safeq.zoo.config import HYPERPARAMS_DIR, ZOO_KEYS, read_env_hyperparams
@@ -86,7 +87,8 @@ def register_algo(spec: AlgoSpec) -> AlgoSpec:
 
 for _spec in (
     AlgoSpec("safeq", "safeq", ANY, "sb3_safeq:SafeSupportQ", use_support=True),
-    AlgoSpec("behavior", None, ANY, use_support=True),
+    # Not trained; its file gives the budget (the run key) and the behavior policy of safeq's entry.
+    AlgoSpec("behavior", "safeq", ANY, use_support=True),
     AlgoSpec("dqn", "dqn", DISCRETE, "stable_baselines3:DQN"),
     AlgoSpec("dqn_shield", "dqn", DISCRETE, "stable_baselines3:DQN", shield=True),
     AlgoSpec("qrdqn", "qrdqn", DISCRETE, "sb3_contrib:QRDQN"),
@@ -168,6 +170,8 @@ def load_hyperparams(spec: AlgoSpec, env_id: str) -> tuple[int, int, dict[str, A
     try:
         entry = read_env_hyperparams(path, env_id)
     except ZooUsageError as error:
+        if spec.class_path is None:  # an untrained policy only reads options there: the defaults will do
+            return 0, 1, dict(spec.extra_kwargs)
         raise BenchConfigError(str(error)) from error
     assert entry is not None
     if entry.get("normalize"):
@@ -189,15 +193,23 @@ def load_hyperparams(spec: AlgoSpec, env_id: str) -> tuple[int, int, dict[str, A
 
 class BehaviorAgent:
     """
-    The behavior policy alone, as a model: uniform over the safe mask (Discrete) or in the safe box (Box).
+    The behavior policy alone, as a model: by default uniform over the safe mask (Discrete) or in the safe box (Box);
+    any other behavior SafeSupportQ accepts (``behavior=`` of its hyperparameter file) is acted out as given.
 
     :param action_space: the environment's action space
     :param seed: random seed
+    :param behavior: the behavior policy, as ``SafeSupportQ(behavior=...)`` takes it
     """
 
-    def __init__(self, action_space: spaces.Space, seed: int = 0) -> None:
+    def __init__(self, action_space: spaces.Space, seed: int = 0, behavior: Any = "uniform") -> None:
         self.action_space = action_space
         self.rng = np.random.default_rng(seed)
+        # The uniform one keeps its own seeded numpy draws; the others draw with torch, seeded here.
+        self.behavior = (
+            None if isinstance(behavior, str) and behavior == "uniform" else make_behavior(behavior, action_space)
+        )
+        if self.behavior is not None:
+            th.manual_seed(seed)
 
     def predict(
         self,
@@ -222,13 +234,25 @@ class BehaviorAgent:
         if isinstance(self.action_space, spaces.Box):
             if safe_bounds is None:
                 raise ValueError("The behavior policy needs the safe boxes (safe_bounds=).")
-            low, high = (np.asarray(bound, dtype=np.float64) for bound in safe_bounds)
+            low, high = (np.atleast_2d(np.asarray(bound, dtype=np.float64)) for bound in safe_bounds)
+            if self.behavior is not None:
+                boxes = np.stack([low, high], axis=1).astype(self.action_space.dtype)
+                return self.behavior.act(_as_batch_tensor(observation), boxes).astype(self.action_space.dtype), None
             return self.rng.uniform(low, high).astype(self.action_space.dtype), None
         if action_masks is None:
             raise ValueError("The behavior policy needs the safe masks (action_masks=).")
         masks = np.atleast_2d(np.asarray(action_masks, dtype=bool))
+        if self.behavior is not None:
+            return np.asarray(self.behavior.act(_as_batch_tensor(observation), masks), dtype=np.int64), None
         actions = [self.rng.choice(np.flatnonzero(mask)) if mask.any() else 0 for mask in masks]
         return np.asarray(actions, dtype=np.int64), None
+
+
+def _as_batch_tensor(observation: Any) -> Any:
+    # Behavior policies take observations as the replay buffer stores them: batched, unpreprocessed tensors.
+    if isinstance(observation, dict):
+        return {key: th.as_tensor(np.asarray(value)) for key, value in observation.items()}
+    return th.as_tensor(np.asarray(observation))
 
 
 def current_supports(env: VecEnv) -> dict[str, Any]:

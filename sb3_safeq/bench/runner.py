@@ -199,7 +199,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
     curve_callback: LearningCurveCallback | None = None
     learn_time = 0.0
     if spec.class_path is None:
-        model: Any = BehaviorAgent(train_env.action_space, seed=task.seed)
+        model: Any = BehaviorAgent(train_env.action_space, seed=task.seed, behavior=kwargs.get("behavior", "uniform"))
         n_timesteps = 0
         curve = {"steps": [0], "eval_return": [evaluate(model, task.curve_episodes).mean_return], "unsafe_visits": [0]}
         curve["time_s"] = [0.0]

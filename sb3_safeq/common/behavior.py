@@ -179,13 +179,38 @@ class CallableDiscreteBehavior(DiscreteBehaviorPolicy):
         return f"CallableDiscreteBehavior({self.probability_fn!r})"
 
 
+def import_behavior(path: str) -> BehaviorPolicy | Callable[..., Any]:
+    """
+    :param path: ``"package.module:name"`` of a :class:`BehaviorPolicy` subclass (instantiated without arguments),
+        a :class:`BehaviorPolicy` instance or a behavior function
+    :return: the object it names
+    """
+    import importlib
+
+    module_name, _, attribute = path.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot import the behavior policy {path!r} ({error}): give 'package.module:name' of an importable "
+            "BehaviorPolicy subclass, instance or function."
+        ) from error
+    if isinstance(target, type):
+        if not issubclass(target, BehaviorPolicy):
+            raise TypeError(f"{path!r} is a class but not a BehaviorPolicy subclass.")
+        return target()
+    return target
+
+
 def make_behavior(behavior: str | BehaviorPolicy | Callable[..., Any], action_space: spaces.Space) -> BehaviorPolicy:
     """
     Build the behavior policy named by a constructor argument.
 
     :param behavior: ``"uniform"``, a :class:`BehaviorPolicy` instance, or a function: for Discrete actions a
         probability function ``fn(observations, masks) -> probabilities``, for Box actions a distribution function
-        ``fn(observations, low, high) -> torch.distributions.Distribution``
+        ``fn(observations, low, high) -> torch.distributions.Distribution``; or the import path of one of these,
+        ``"package.module:name"`` (a :class:`BehaviorPolicy` subclass is instantiated without arguments): the form
+        that hyperparameter files (rl-zoo3) and saved models can carry
     :param action_space: the environment's action space
     :return: the behavior policy
     """
@@ -204,10 +229,13 @@ def make_behavior(behavior: str | BehaviorPolicy | Callable[..., Any], action_sp
     if isinstance(behavior, str):
         if behavior == "uniform":
             return UniformBoxBehavior() if is_box else MaskedUniformBehavior()
+        if ":" in behavior:
+            return make_behavior(import_behavior(behavior), action_space)
         raise ValueError(
             f"Unknown behavior policy {behavior!r}: use 'uniform' (uniform over the safe actions), a "
-            "BehaviorPolicy instance, or a function (for Discrete actions (observations, masks) -> probabilities, "
-            "for Box actions (observations, low, high) -> torch distribution)."
+            "BehaviorPolicy instance, a function (for Discrete actions (observations, masks) -> probabilities, "
+            "for Box actions (observations, low, high) -> torch distribution), or the import path of one of these "
+            "as 'package.module:name'."
         )
     if callable(behavior):
         return CallableBoxBehavior(behavior) if is_box else CallableDiscreteBehavior(behavior)

@@ -95,7 +95,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         :class:`~sb3_safeq.common.box_behavior.TruncatedGaussianBehavior` around your safe controller), or a
         function: ``(observations, masks) -> probabilities`` (numpy, batched; no mass outside the masks) for
         Discrete actions, ``(observations, low, high) -> torch.distributions.Distribution`` (inside the box) for Box
-        actions
+        actions; or the import path ``"package.module:name"`` of one of these (what an rl-zoo3 hyperparameter file
+        can give, and what a saved model can rebuild without pickling code)
     :param exploration: which policy collects data after ``learning_starts``: ``"behavior"`` (``beta``, as in the
         paper), ``"induced"`` (``pi_Q``, same support, so exactly as safe) or ``"mixture"`` (each step, ``pi_Q``
         with probability ``mixture_weight``, else ``beta``)
