@@ -26,7 +26,7 @@ from sb3_safeq.bench.cli import main
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
 from sb3_safeq.bench.provenance import read_invocations
-from sb3_safeq.bench.report import fill_time_to_target, interquartile_mean
+from sb3_safeq.bench.report import fill_time_to_target, headline_lines, interquartile_mean
 from sb3_safeq.bench.runner import COLUMNS, RunTask, run_benchmark
 from sb3_safeq.zoo.cli import main as zoo_main
 
@@ -62,6 +62,7 @@ def _check_outputs(out: Path) -> None:
     assert len(curve["calibration"]["q_hat"]) == len(curve["calibration"]["mc_return"]) > 0
     summary = (out / "summary.md").read_text()
     assert f"## {ENV}" in summary and "| safeq |" in summary
+    assert f"| {ENV} | 1 | 0 |" in summary  # the headline row: safeq's seeds and its training unsafe visits
 
 
 def _check_numbers(out: Path) -> None:
@@ -303,3 +304,22 @@ def test_behavior_import_paths() -> None:
         make_behavior("sb3_safeq.common.behavior:nope", space)
     with pytest.raises(TypeError, match="not a BehaviorPolicy subclass"):
         make_behavior("collections:OrderedDict", space)
+
+
+def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {
+            "algo": ["safeq", "safeq", "ppo_mask", "dqn_shield", "dqn", "behavior"],
+            "env": ENV,
+            "seed": [0, 1, 0, 0, 0, 0],
+            "eval_return_mean": [-13.0, -15.0, -20.0, -15.0, -13.0, -90.0],  # unshielded dqn is not a candidate
+            "train_unsafe_visits": [0, 0, 0, 0, 12, 0],
+            "calib_norm_bias": [-0.05, 0.03, np.nan, -0.01, -0.25, np.nan],
+        }
+    )
+    (row,) = [line for line in headline_lines(runs) if line.startswith(f"| {ENV}")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.040", "0.250", "n/a"]
+    assert headline_lines(runs[runs["algo"] != "safeq"]) == []

@@ -112,6 +112,55 @@ def provenance_lines(invocations: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+#: Baselines that cannot take an unsafe action in training: shielded or masked (the "zero-violation" ones).
+ZERO_VIOLATION_BASELINES = ("dqn_shield", "sac_shield", "ppo_mask")
+#: Unconstrained baselines whose value calibration SafeSupportQ is compared with.
+CALIBRATION_BASELINES = ("dqn", "sac")
+
+
+def headline_lines(runs: pd.DataFrame) -> list[str]:
+    """
+    The claims in one table, per environment: SafeSupportQ's training unsafe visits, its final return against the
+    best zero-violation baseline, and its normalised calibration bias against the unconstrained baselines'.
+
+    :param runs: the rows of ``runs.csv``
+    :return: Markdown lines (empty without ``safeq`` runs)
+    """
+    if "safeq" not in set(runs["algo"]):
+        return []
+    lines = [
+        "## Headline: SafeSupportQ (`safeq`) against the baselines",
+        "",
+        "Means over seeds. Best zero-violation baseline: the highest mean final return among "
+        f"{', '.join(ZERO_VIOLATION_BASELINES)} on that environment.",
+        "",
+        "| env | seeds | safeq train unsafe visits (sum) | safeq return | best zero-violation baseline | return "
+        "difference | safeq abs(calib norm bias) | "
+        + " | ".join(f"{name} abs(calib norm bias)" for name in CALIBRATION_BASELINES)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(CALIBRATION_BASELINES),
+    ]
+    for env, env_runs in runs.groupby("env", sort=True):
+        safeq = env_runs[env_runs["algo"] == "safeq"]
+        if safeq.empty:
+            continue
+        means = env_runs.groupby("algo")["eval_return_mean"].mean()
+        baselines = means[means.index.isin(ZERO_VIOLATION_BASELINES)]
+        if baselines.empty:
+            best_name, best_return, difference = "n/a", "n/a", "n/a"
+        else:
+            best_name = str(baselines.idxmax())
+            best_return = f"{baselines.max():.2f}"
+            difference = f"{means['safeq'] - baselines.max():+.2f}"
+        bias = env_runs.groupby("algo")["calib_norm_bias"].apply(lambda values: values.abs().mean())
+        comparisons = [f"{bias[name]:.3f}" if name in bias.index else "n/a" for name in CALIBRATION_BASELINES]
+        lines.append(
+            f"| {env} | {len(safeq)} | {int(safeq['train_unsafe_visits'].sum())} | {means['safeq']:.2f} | "
+            f"{best_name} {best_return} | {difference} | {bias['safeq']:.3f} | " + " | ".join(comparisons) + " |"
+        )
+    return [*lines, ""]
+
+
 def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None = None) -> str:
     """
     :param runs: the rows of ``runs.csv``
@@ -123,6 +172,7 @@ def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None =
         "# Benchmark summary",
         "",
         *provenance_lines(invocations or []),
+        *headline_lines(runs),
         "Mean [95% bootstrap interval over seeds, 2000 resamples]; IQM: interquartile mean over seeds; training unsafe "
         "visits: the maximum over seeds.",
         "",
