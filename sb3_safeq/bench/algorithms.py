@@ -140,9 +140,11 @@ def step_budget(spec: AlgoSpec, env_id: str, common: bool = True) -> int:
     """
     if common:
         try:
-            return int(read_env_hyperparams(HYPERPARAMS_DIR / "safeq.yml", env_id)["n_timesteps"])
+            entry = read_env_hyperparams(HYPERPARAMS_DIR / "safeq.yml", env_id)
         except ZooUsageError:
-            pass
+            entry = None
+        if entry is not None:
+            return int(entry["n_timesteps"])
     return load_hyperparams(spec, env_id)[0]
 
 

@@ -49,6 +49,7 @@ def q_value_fn(model: Any) -> Any:
                 table = net(obs_tensor)
             else:
                 action_tensor = th.as_tensor(to_agent_units(actions), dtype=th.float32, device=model.device)
+                assert critic is not None
                 output = critic(obs_tensor, action_tensor)
                 if isinstance(output, th.Tensor):  # TQC: (batch, n_critics, n_quantiles)
                     return output[:, 0, :].mean(dim=-1).cpu().numpy()

@@ -12,7 +12,10 @@ BOOTSTRAP_SEED = 0
 
 
 def bootstrap_ci(
-    values: Sequence[float], confidence: float = 0.95, n_resamples: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float, float]:
     """
     Mean and percentile bootstrap interval of the mean (NaN values are dropped).

@@ -235,8 +235,8 @@ def plot_all(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
     for env, env_runs in runs.groupby("env", sort=True):
         figures = {kind: plt.subplots(figsize=(7, 4.5)) for kind in PLOTS}
         for algo, group in env_runs.groupby("algo", sort=True):
-            records = [load_curve(out_dir, algo, env, int(seed)) for seed in sorted(group["seed"].astype(int))]
-            records = [record for record in records if record is not None]
+            loaded = [load_curve(out_dir, algo, env, int(seed)) for seed in sorted(group["seed"].astype(int))]
+            records = [record for record in loaded if record is not None]
             if not records:
                 continue
             steps = np.asarray(min((record["curve"]["steps"] for record in records), key=len), dtype=np.float64)
