@@ -596,6 +596,49 @@ def test_terminal_transitions_with_empty_boxes_target_the_reward() -> None:
     assert captured[0].item() == 3.0
 
 
+@pytest.mark.parametrize("share", [False, True])
+def test_shared_target_draws_fit_the_head_to_the_target_at_next_states(share: bool, monkeypatch: Any) -> None:
+    # The online critic prefers the bottom of the box, the target the top: the head follows the one it is given.
+    import sb3_safeq.safeq.safeq as safeq_module
+
+    model = _soft_target_model()
+    model.share_target_draws = share
+    model.critic.q_networks = [LinearQ(-4.0), LinearQ(-4.0)]
+    model.critic_target.q_networks = [LinearQ(4.0), LinearQ(4.0)]
+    passes = []
+    counted = safeq_module.q_values_of_samples
+    monkeypatch.setattr(safeq_module, "q_values_of_samples", lambda *args: passes.append(1) or counted(*args))
+    n = 64
+    full = th.tensor([[-1.0], [1.0]]).expand(n, 2, 1)
+    data = SafeReplayBufferSamples(
+        observations=th.zeros(n, 3),
+        actions=th.zeros(n, 1),
+        next_observations=th.ones(n, 3),
+        dones=th.zeros(n, 1),
+        rewards=th.zeros(n, 1),
+        supports=full,
+        next_supports=full,
+    )
+    optimizer = th.optim.Adam(model.actor.parameters(), lr=1e-2)
+    th.manual_seed(0)
+    for _ in range(150):
+        _, _, actor_terms = model._box_losses(data, 0.25, True)
+        assert actor_terms is not None
+        optimizer.zero_grad()
+        actor_terms[0].backward()
+        optimizer.step()
+    # One pass of the twin critics over batch x N draws per gradient step instead of two.
+    assert len(passes) == 150 * (1 if share else 2)
+    trained_at = data.next_observations if share else data.observations
+    with th.no_grad():
+        action = model.actor.action(trained_at[:1], full[:1], deterministic=True).item()
+    assert (action > 0.5) if share else (action < -0.5), action
+    # Terminal next states carry no action to learn: with every transition terminal, the shared loss is 0.
+    terminal = data._replace(dones=th.ones(n, 1))
+    _, _, (loss, _) = model._box_losses(terminal, 0.25, True)
+    assert (loss.item() == 0.0) if share else (loss.item() != 0.0)
+
+
 def test_induced_exploration_samples_pi_q() -> None:
     # pi_Q ∝ beta * exp(Q / alpha): with Q = a, a cold alpha picks the top of the box, a hot one stays uniform.
     env = RandomBoxEnv(action_low=(-3.0,), action_high=(5.0,))

@@ -83,12 +83,13 @@ POINT_MASS_MARGIN = 60.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(2))
-def test_point_mass_beats_behavior_without_unsafe_visits(seed: int) -> None:
+@pytest.mark.parametrize("seed, share_target_draws", [(0, False), (1, False), (0, True)])
+def test_point_mass_beats_behavior_without_unsafe_visits(seed: int, share_target_draws: bool) -> None:
     model = SafeSupportQ(
         "MlpPolicy",
         POINT_MASS,
         seed=seed,
+        share_target_draws=share_target_draws,
         exploration="induced",
         n_behavior_samples=4,
         learning_starts=500,

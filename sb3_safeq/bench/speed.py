@@ -6,6 +6,8 @@ noisy, so only ratios from the same run mean anything).
 
     python -m sb3_safeq.bench.speed [--env SafeCliffWalking-v0] [--steps 10000] [--repeats 3]
     python -m sb3_safeq.bench.speed --env SafePointMass-v0 --train-freq 1 --n-samples 4 16 64
+    python -m sb3_safeq.bench.speed --env SafePointMass-v0 --train-freq 1 --n-samples 16 --share-target-draws \
+        --net-arch 256 256 --batch-size 256
 """
 
 import argparse
@@ -42,7 +44,11 @@ def steps_per_second(algo: type, env_id: str, steps: int, seed: int, kwargs: dic
 
 
 def candidates(
-    is_box: bool, common: dict[str, Any], n_samples: list[int], actor_update_interval: int
+    is_box: bool,
+    common: dict[str, Any],
+    n_samples: list[int],
+    actor_update_interval: int,
+    share_target_draws: bool = False,
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """:return: the runs to compare, by name; the first one is the baseline"""
     baseline = SAC if is_box else DQN
@@ -56,6 +62,9 @@ def candidates(
     if is_box:
         for n in n_samples:
             runs[f"SafeSupportQ N={n}"] = (SafeSupportQ, {**safeq, "n_behavior_samples": n})
+            if share_target_draws:
+                shared = {**safeq, "n_behavior_samples": n, "share_target_draws": True}
+                runs[f"SafeSupportQ N={n}, share_target_draws"] = (SafeSupportQ, shared)
     else:
         runs["SafeSupportQ"] = (SafeSupportQ, safeq)
     return runs
@@ -73,6 +82,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small networks)")
     parser.add_argument(
         "--actor-update-interval", type=int, default=1, help="SafeSupportQ's actor_update_interval (1 = default)"
+    )
+    parser.add_argument(
+        "--share-target-draws", action="store_true", help="Box: also run SafeSupportQ with share_target_draws=True"
     )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
@@ -92,7 +104,7 @@ def main() -> None:
             "gradient_steps": 1,
             "policy_kwargs": {"net_arch": list(args.net_arch)},
         }
-        runs = candidates(is_box, common, args.n_samples, args.actor_update_interval)
+        runs = candidates(is_box, common, args.n_samples, args.actor_update_interval, args.share_target_draws)
         baseline = next(iter(runs))
         speeds: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):

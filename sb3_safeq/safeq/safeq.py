@@ -111,6 +111,12 @@ class SafeSupportQ(OffPolicyAlgorithm):
         forward-KL extraction and induced exploration (Box actions only; more is less biased and slower)
     :param twin_min: Box actions: take the minimum of the twin critics (else their mean) in the target, the
         extraction and induced exploration
+    :param share_target_draws: Box actions, forward-KL extraction: fit the extraction head at the next
+        observations, weighting the behavior draws the target already made there by the target Q-values it already
+        computed, instead of drawing and evaluating ``n_behavior_samples`` new actions at the current observations.
+        This saves the largest pass of a gradient step (the twin critics on ``batch_size x n_behavior_samples``
+        rows), which matters with large networks; the head then follows the Polyak-averaged target critic, and
+        terminal next observations are left out
     :param target_update_interval: update the target network every ``target_update_interval`` gradient steps (as
         SAC does; with ``tau=1`` this is a hard copy every so many updates, as DQN's target network)
     :param actor_update_interval: train the extraction head every ``actor_update_interval`` gradient steps (the
@@ -160,6 +166,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         extraction: str = "forward_kl",
         n_behavior_samples: int = 16,
         twin_min: bool = True,
+        share_target_draws: bool = False,
         target_update_interval: int = 1,
         actor_update_interval: int = 1,
         loss: str = "huber",
@@ -222,6 +229,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.extraction = extraction
         self.n_behavior_samples = int(n_behavior_samples)
         self.twin_min = twin_min
+        self.share_target_draws = share_target_draws
         self.target_update_interval = target_update_interval
         self.actor_update_interval = actor_update_interval
         self.loss = loss
@@ -627,14 +635,23 @@ class SafeSupportQ(OffPolicyAlgorithm):
         if not update_actor or self.extraction == "reverse_kl":
             return critic_loss, q_mean, None
 
+        if self.share_target_draws:
+            # pi_Q at s' by importance resampling of the target's own draws: softmax(Q_target / alpha).
+            observations, boxes, samples, sample_q = data.next_observations, next_boxes, next_actions, next_q
+            live = 1.0 - data.dones[:, 0]  # a terminal s' has no action to learn (and maybe no box)
+        else:
+            observations, boxes = data.observations, data.supports
+            with th.no_grad():
+                samples = self._behavior_samples(observations, boxes, n_samples)
+                sample_q = self._reduce_twins(q_values_of_samples(self.critic, observations, samples))
+            live = th.ones(samples.shape[0], device=samples.device)
         with th.no_grad():
-            samples = self._behavior_samples(data.observations, data.supports, n_samples)
-            sample_q = self._reduce_twins(q_values_of_samples(self.critic, data.observations, samples))
             weights = th.softmax(sample_q / alpha, dim=1)
-            effective_fraction = (1.0 / (weights**2).sum(dim=1)).mean() / n_samples
-        mean, log_std = self.actor(data.observations)
-        log_probs = squashed_box.log_prob(samples, mean, log_std, data.supports)
-        actor_loss = -(weights * log_probs).sum(dim=1).mean()
+            n_live = live.sum().clamp(min=1.0)
+            effective_fraction = ((1.0 / (weights**2).sum(dim=1)) * live).sum() / n_live / n_samples
+        mean, log_std = self.actor(observations)
+        log_probs = squashed_box.log_prob(samples, mean, log_std, boxes)
+        actor_loss = -((weights * log_probs).sum(dim=1) * live).sum() / n_live
         return critic_loss, q_mean, (actor_loss, effective_fraction)
 
     def _box_reverse_kl_loss(self, data: Any, alpha: float) -> tuple[th.Tensor, th.Tensor]:
