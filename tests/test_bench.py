@@ -21,7 +21,7 @@ from sb3_safeq.bench.algorithms import (
     load_hyperparams,
     step_budget,
 )
-from sb3_safeq.bench.calibration import discounted_returns, evaluate_calibration
+from sb3_safeq.bench.calibration import complete_horizon, discounted_returns, evaluate_calibration
 from sb3_safeq.bench.cli import main
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
@@ -82,6 +82,8 @@ def _check_numbers(out: Path) -> None:
     for algo in ("safeq", "dqn"):
         assert float(rows[algo]["fps"]) > 0
         assert math.isfinite(float(rows[algo]["calib_norm_bias"]))
+        assert math.isfinite(float(rows[algo]["calib_complete_norm_bias"]))
+        assert float(rows[algo]["calib_complete_states"]) > 0
     assert rows["behavior"]["calib_norm_bias"] in ("", "nan")  # no critic
     assert float(rows["safeq"]["peak_memory_mb"]) > 10
     assert float(rows["safeq"]["wall_time_s"]) > 0
@@ -323,3 +325,23 @@ def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.040", "0.250", "n/a"]
     assert headline_lines(runs[runs["algo"] != "safeq"]) == []
+
+
+@pytest.mark.parametrize("terminate, kept_per_episode", [(False, 6), (True, 5)])
+def test_calibration_keeps_only_states_with_a_complete_enough_return(terminate: bool, kept_per_episode: int) -> None:
+    from gymnasium.wrappers import TimeLimit
+
+    from sb3_safeq import SafeSupportQ
+    from tests.toy_envs import RandomMaskEnv
+
+    # gamma 0.5, time limit 10: a missing tail weighs 0.5 ** steps_left, <= 0.05 from 5 steps left on, so 6 of the
+    # 10 states of a truncated episode count; an episode that terminates (after 5 steps) counts whole.
+    env = TimeLimit(RandomMaskEnv(episode_length=5, terminate=terminate), max_episode_steps=10)
+    model = SafeSupportQ("MlpPolicy", env, gamma=0.5, seed=0)
+    everything = evaluate_calibration(model, env, n_episodes=3)
+    complete = evaluate_calibration(model, env, n_episodes=3, tail_tolerance=0.05, return_pairs=True)
+    assert everything["n_states"] == 3 * (5 if terminate else 10)
+    assert complete["n_states"] == 3 * kept_per_episode == len(complete["mc_return"])
+    assert complete_horizon(10, 0.5, 0.05) == 15  # 10 states with >= 5 steps left each
+    with pytest.raises(ValueError, match="must lie in"):
+        complete_horizon(10, 1.0, 0.05)

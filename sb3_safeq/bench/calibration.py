@@ -3,6 +3,7 @@ Value calibration: the critic's estimate Q̂(s, a) of the action the deployed po
 discounted return actually collected from there.
 """
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -60,6 +61,19 @@ def q_value_fn(model: Any) -> Any:
     return values
 
 
+def complete_horizon(max_episode_steps: int, gamma: float, tail_tolerance: float) -> int:
+    """
+    :param max_episode_steps: the environment's time limit
+    :param gamma: discount factor
+    :param tail_tolerance: the largest weight ``gamma ** steps_left`` of a missing tail to accept
+    :return: a time limit under which every state of the first ``max_episode_steps`` has a return complete up to
+        ``tail_tolerance``
+    """
+    if not 0.0 < tail_tolerance < 1.0 or not 0.0 < gamma < 1.0:
+        raise ValueError(f"tail_tolerance and gamma must lie in (0, 1), got {tail_tolerance} and {gamma}.")
+    return max_episode_steps + math.ceil(math.log(tail_tolerance) / math.log(gamma))
+
+
 def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
     """
     :param rewards: rewards of one episode
@@ -81,11 +95,16 @@ def evaluate_calibration(
     gamma: float | None = None,
     use_support: bool = True,
     return_pairs: bool = False,
+    tail_tolerance: float | None = None,
 ) -> dict[str, Any]:
     """
     Run the deployed (deterministic) policy and compare its critic's Q̂(s, a) at every visited state with the
     Monte-Carlo discounted return collected from there. Episodes cut by a time limit give truncated returns (the
-    tail is missing), as in any Monte-Carlo estimate.
+    tail is missing), as in any Monte-Carlo estimate; a critic trained with SB3's time-limit bootstrapping estimates
+    the untruncated value, so late states of truncated episodes look pessimistic. ``tail_tolerance`` keeps only the
+    states whose missing tail weighs at most that much (``gamma ** steps_left <= tail_tolerance``; every state of
+    an episode that terminated): give the environment a time limit long enough (see :func:`complete_horizon`)
+    for those to be the states of interest.
 
     :param model: a trained model with ``predict`` and a critic (see :func:`q_value_fn`)
     :param env: the environment (wrapped with :class:`SafetyWrapper` when needed), or a one-environment VecEnv
@@ -93,6 +112,7 @@ def evaluate_calibration(
     :param gamma: discount factor (default: ``model.gamma``)
     :param use_support: pass the safe support to ``predict`` (``action_masks=`` / ``safe_bounds=``)
     :param return_pairs: also return the per-state pairs (``"q_hat"``, ``"mc_return"``)
+    :param tail_tolerance: keep only states with a complete enough return (None: every state)
     :return: ``bias`` (mean of Q̂ - G), ``norm_bias`` (bias / (mean |G| + 1e-8); NaN when every G is 0),
         ``spread`` (std of Q̂ - G), ``rank_corr`` (Spearman), ``n_states``; all NaN when the model has no critic
     """
@@ -110,19 +130,30 @@ def evaluate_calibration(
         raise ValueError(f"evaluate_calibration needs one environment, got a VecEnv with {env.num_envs}.")
     q_hat: list[float] = []
     mc_return: list[float] = []
+    tail_weights: list[float] = []
     observations = env.reset()
     for _ in range(n_episodes):
         rewards: list[float] = []
         done = False
+        truncated = False
         while not done:
             kwargs = current_supports(env) if use_support else {}
             actions, _ = model.predict(observations, deterministic=True, **kwargs)
             q_hat.append(float(values(observations, np.asarray(actions))[0]))
-            observations, step_rewards, dones, _ = env.step(actions)
+            observations, step_rewards, dones, infos = env.step(actions)
             rewards.append(float(step_rewards[0]))
             done = bool(dones[0])
+            truncated = bool(infos[0].get("TimeLimit.truncated", False))
         mc_return.extend(discounted_returns(rewards, gamma).tolist())
+        steps_left = np.arange(len(rewards), 0, -1)
+        tail_weights.extend((gamma**steps_left if truncated else np.zeros(len(rewards))).tolist())
     q_array, g_array = np.asarray(q_hat), np.asarray(mc_return)
+    if tail_tolerance is not None:
+        complete = np.asarray(tail_weights) <= tail_tolerance
+        q_array, g_array = q_array[complete], g_array[complete]
+        q_hat, mc_return = q_array.tolist(), g_array.tolist()
+        if not complete.any():
+            return {**nan, "q_hat": [], "mc_return": []} if return_pairs else nan
     errors = q_array - g_array
     scale = float(np.abs(g_array).mean())
     constant = np.ptp(g_array) == 0 or np.ptp(q_array) == 0

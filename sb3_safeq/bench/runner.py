@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_safeq import SafeSupportQ
 from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
-from sb3_safeq.bench.calibration import evaluate_calibration, tabular_q_error
+from sb3_safeq.bench.calibration import complete_horizon, evaluate_calibration, q_value_fn, tabular_q_error
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
@@ -48,6 +48,9 @@ COLUMNS: tuple[str, ...] = (
     "calib_norm_bias",
     "calib_spread",
     "calib_rank_corr",
+    "calib_complete_bias",
+    "calib_complete_norm_bias",
+    "calib_complete_states",
     "tabular_q_error",
     "fps",
     "wall_time_s",
@@ -55,6 +58,8 @@ COLUMNS: tuple[str, ...] = (
     "steps_to_90pct",
     "peak_memory_mb",
 )
+#: The largest weight of a missing return tail accepted by the ``calib_complete_*`` columns.
+COMPLETE_TAIL_TOLERANCE = 0.05
 #: The columns that identify a run: a run with another step budget is another run.
 KEY_COLUMNS = ("algo", "env", "seed", "budget")
 
@@ -99,18 +104,22 @@ class RunTask:
         return Path(self.out_dir) / "curves" / f"{self.algo}__{self.env}__{self.seed}.json"
 
 
-def make_env(env_id: str, seed: int, shield: bool, n_envs: int = 1) -> tuple[DummyVecEnv, list[SafetyWrapper]]:
+def make_env(
+    env_id: str, seed: int, shield: bool, n_envs: int = 1, max_episode_steps: int | None = None
+) -> tuple[DummyVecEnv, list[SafetyWrapper]]:
     """
     :param env_id: environment id
     :param seed: seed of the first sub-environment (the others get ``seed + i``)
     :param shield: shield the actions (:class:`SafetyWrapper` ``shield=True``)
     :param n_envs: number of sub-environments
+    :param max_episode_steps: another time limit than the registered one (None: the registered one)
     :return: a VecEnv of ``Monitor(SafetyWrapper(env))`` and the safety wrappers (their counters)
     """
     wrappers: list[SafetyWrapper] = []
+    make_kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
 
     def factory() -> gym.Env:
-        wrapper = SafetyWrapper(gym.make(env_id), shield=shield)
+        wrapper = SafetyWrapper(gym.make(env_id, **make_kwargs), shield=shield)
         wrappers.append(wrapper)
         return Monitor(wrapper)
 
@@ -254,6 +263,24 @@ def run_one(task: RunTask) -> dict[str, Any]:
         model, calib_env, task.calib_episodes, use_support=spec.use_support, return_pairs=True
     )
     row.update({f"calib_{name}": calibration[name] for name in ("bias", "norm_bias", "spread", "rank_corr")})
+    horizon = gym.spec(task.env).max_episode_steps
+    if q_value_fn(model) is not None and horizon is not None:
+        # The same policy under a longer time limit, scored only where the missing tail weighs <= 5%: the critic
+        # estimates untruncated values (SB3 bootstraps at time limits), which truncated returns would miss the tail of.
+        long_env, _ = make_env(
+            task.env,
+            task.seed + 40_000,
+            spec.shield,
+            max_episode_steps=complete_horizon(horizon, float(model.gamma), COMPLETE_TAIL_TOLERANCE),
+        )
+        complete = evaluate_calibration(
+            model, long_env, task.calib_episodes, use_support=spec.use_support, tail_tolerance=COMPLETE_TAIL_TOLERANCE
+        )
+        row.update(
+            calib_complete_bias=complete["bias"],
+            calib_complete_norm_bias=complete["norm_bias"],
+            calib_complete_states=complete["n_states"],
+        )
     row["wall_time_s"] = time.perf_counter() - start
     row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     task.curve_path.parent.mkdir(parents=True, exist_ok=True)
