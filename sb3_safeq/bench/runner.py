@@ -116,10 +116,9 @@ def make_env(
     :return: a VecEnv of ``Monitor(SafetyWrapper(env))`` and the safety wrappers (their counters)
     """
     wrappers: list[SafetyWrapper] = []
-    make_kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
 
     def factory() -> gym.Env:
-        wrapper = SafetyWrapper(gym.make(env_id, **make_kwargs), shield=shield)
+        wrapper = SafetyWrapper(gym.make(env_id, max_episode_steps=max_episode_steps), shield=shield)
         wrappers.append(wrapper)
         return Monitor(wrapper)
 
