@@ -319,11 +319,12 @@ def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
             "eval_return_mean": [-13.0, -15.0, -20.0, -15.0, -13.0, -90.0],  # unshielded dqn is not a candidate
             "train_unsafe_visits": [0, 0, 0, 0, 12, 0],
             "calib_norm_bias": [-0.05, 0.03, np.nan, -0.01, -0.25, np.nan],
+            "calib_complete_norm_bias": [-0.02, 0.04, np.nan, np.nan, np.nan, np.nan],  # measured for safeq only
         }
     )
     (row,) = [line for line in headline_lines(runs) if line.startswith(f"| {ENV}")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.040", "0.250", "n/a"]
+    assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.040 / 0.030", "0.250", "n/a"]
     assert headline_lines(runs[runs["algo"] != "safeq"]) == []
 
 

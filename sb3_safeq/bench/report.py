@@ -43,11 +43,18 @@ def load_curve(out_dir: Path, algo: str, env: str, seed: int) -> dict[str, Any] 
 def best_safe_returns(runs: pd.DataFrame) -> dict[str, float]:
     """
     :param runs: the rows of ``runs.csv``
-    :return: per environment, the best final evaluation return among runs with no unsafe visit (training and
-        evaluation); NaN when no run is safe
+    :return: per environment, the best mean final evaluation return (over seeds) of the algorithms that had no
+        unsafe visit in any run (training and evaluation); NaN when none is safe. A mean, not the best single run,
+        so that on a noisy environment the target is one an algorithm reaches, not the luckiest seed's.
     """
-    safe = runs[(runs["train_unsafe_visits"] == 0) & (runs["eval_unsafe_visits"] == 0)]
-    return {env: float(safe.loc[safe["env"] == env, "eval_return_mean"].max()) for env in runs["env"].unique()}
+    unsafe = (runs["train_unsafe_visits"] > 0) | (runs["eval_unsafe_visits"] > 0)
+    unsafe_algos = set(zip(runs.loc[unsafe, "env"], runs.loc[unsafe, "algo"], strict=True))
+    means = runs.groupby(["env", "algo"])["eval_return_mean"].mean()
+    best = dict.fromkeys(runs["env"].unique(), math.nan)
+    for (env, algo), value in means.items():
+        if (env, algo) not in unsafe_algos and (math.isnan(best[env]) or value > best[env]):
+            best[env] = float(value)
+    return best
 
 
 def fill_time_to_target(runs: pd.DataFrame, out_dir: Path, fraction: float = 0.9) -> pd.DataFrame:
@@ -118,6 +125,18 @@ ZERO_VIOLATION_BASELINES = ("dqn_shield", "sac_shield", "ppo_mask")
 CALIBRATION_BASELINES = ("dqn", "sac")
 
 
+def _abs_calibration(env_runs: pd.DataFrame, algo: str) -> str:
+    # Mean over seeds of |normalised bias|: as collected, then with complete returns where that was measured.
+    runs = env_runs[env_runs["algo"] == algo]
+    if runs.empty:
+        return "n/a"
+    raw, complete = (
+        float(runs[column].abs().mean()) if column in runs else math.nan
+        for column in ("calib_norm_bias", "calib_complete_norm_bias")
+    )
+    return f"{raw:.3f}" + ("" if math.isnan(complete) else f" / {complete:.3f}")
+
+
 def headline_lines(runs: pd.DataFrame) -> list[str]:
     """
     The claims in one table, per environment: SafeSupportQ's training unsafe visits, its final return against the
@@ -132,7 +151,8 @@ def headline_lines(runs: pd.DataFrame) -> list[str]:
         "## Headline: SafeSupportQ (`safeq`) against the baselines",
         "",
         "Means over seeds. Best zero-violation baseline: the highest mean final return among "
-        f"{', '.join(ZERO_VIOLATION_BASELINES)} on that environment.",
+        f"{', '.join(ZERO_VIOLATION_BASELINES)} on that environment. Calibration: mean over seeds of the absolute "
+        "normalised bias, against the Monte-Carlo returns as collected / with complete returns (where measured).",
         "",
         "| env | seeds | safeq train unsafe visits (sum) | safeq return | best zero-violation baseline | return "
         "difference | safeq abs(calib norm bias) | "
@@ -152,11 +172,12 @@ def headline_lines(runs: pd.DataFrame) -> list[str]:
             best_name = str(baselines.idxmax())
             best_return = f"{baselines.max():.2f}"
             difference = f"{means['safeq'] - baselines.max():+.2f}"
-        bias = env_runs.groupby("algo")["calib_norm_bias"].apply(lambda values: values.abs().mean())
-        comparisons = [f"{bias[name]:.3f}" if name in bias.index else "n/a" for name in CALIBRATION_BASELINES]
+        comparisons = [_abs_calibration(env_runs, name) for name in CALIBRATION_BASELINES]
         lines.append(
             f"| {env} | {len(safeq)} | {int(safeq['train_unsafe_visits'].sum())} | {means['safeq']:.2f} | "
-            f"{best_name} {best_return} | {difference} | {bias['safeq']:.3f} | " + " | ".join(comparisons) + " |"
+            f"{best_name} {best_return} | {difference} | {_abs_calibration(env_runs, 'safeq')} | "
+            + " | ".join(comparisons)
+            + " |"
         )
     return [*lines, ""]
 
