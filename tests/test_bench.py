@@ -346,3 +346,18 @@ def test_calibration_keeps_only_states_with_a_complete_enough_return(terminate: 
     assert complete_horizon(10, 0.5, 0.05) == 15  # 10 states with >= 5 steps left each
     with pytest.raises(ValueError, match="must lie in"):
         complete_horizon(10, 1.0, 0.05)
+
+
+def test_a_folder_in_use_by_another_invocation_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".bench.lock").write_text(str(os.getppid()))  # a live process holds it
+    assert main(["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--no-progress", "--out", str(out)]) == 2
+    assert f"pid {os.getppid()}) is writing to {out}" in capsys.readouterr().err
+    # A lock whose process is gone is stale: taken over, and removed at the end.
+    (out / ".bench.lock").write_text("999999999")
+    args = ["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--eval-episodes", "1", "--calib-episodes", "1"]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
+    assert not (out / ".bench.lock").exists() and len(_rows(out)) == 1

@@ -7,6 +7,7 @@ with the packaged rl-zoo3 hyperparameters, resumable results and a report.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,36 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
     return tasks
 
 
+def acquire_folder_lock(out_dir: Path) -> Path:
+    """
+    Take the results folder for this invocation: two invocations appending to one ``runs.csv`` while one of them
+    rewrites it in its report could lose rows. A lock left by a process that no longer exists is taken over.
+
+    :param out_dir: the results folder
+    :return: the lock file (remove it when done)
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / ".bench.lock"
+    for _ in range(2):
+        try:
+            with lock.open("x") as stream:
+                stream.write(str(os.getpid()))
+            return lock
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or "0")
+                os.kill(owner, 0)  # raises when no such process exists
+            except (ValueError, ProcessLookupError):
+                lock.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            except PermissionError:
+                pass  # the process exists (another user's)
+            raise BenchConfigError(
+                f"Another sb3-safeq bench (pid {owner}) is writing to {out_dir}: wait for it, or use another --out."
+            ) from None
+    raise BenchConfigError(f"Cannot take {lock}; remove it if no sb3-safeq bench is running.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """
     Run the benchmark and write its report.
@@ -145,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.report_only:
             tasks = make_tasks(args)
+            lock = acquire_folder_lock(args.out)
             keys_before = {row_key(row) for row in read_rows(args.out / "runs.csv")}
             try:
                 run_benchmark(tasks, args.out, jobs=args.jobs, progress=not args.no_progress)
@@ -152,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 new_runs = sum(row_key(row) not in keys_before for row in read_rows(args.out / "runs.csv"))
                 if new_runs > 0:
                     record_invocation(args.out, raw_argv, new_runs, time.perf_counter() - start)
+                lock.unlink(missing_ok=True)
     except BenchConfigError as error:
         print(f"sb3-safeq bench: error: {error}", file=sys.stderr)
         return 2
