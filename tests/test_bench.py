@@ -77,6 +77,10 @@ def _check_numbers(out: Path) -> None:
     assert int(rows["safeq"]["eval_unsafe_visits"]) == 0
     assert 0.0 <= float(rows["safeq"]["support_leakage"]) <= 1.0
     assert math.isfinite(float(rows["safeq"]["tabular_q_error"]))  # exact soft value iteration on the cliff
+    assert 0.0 <= float(rows["safeq"]["tabular_q_error_occupancy"]) <= float(rows["safeq"]["tabular_q_error"])
+    assert math.isfinite(float(rows["safeq"]["calib_soft_norm_bias"]))  # SafeSupportQ's critic against soft returns
+    assert float(rows["safeq"]["calib_soft_states"]) > 0
+    assert rows["dqn"]["calib_soft_norm_bias"] in ("", "nan")  # a hard critic: no soft calibration
     assert -100.0 <= float(rows["safeq"]["eval_return_induced"]) <= 0.0  # pi_Q, inside the masks
     assert -100.0 <= float(rows["safeq"]["eval_return_mean"]) <= 0.0
     for algo in ("safeq", "dqn"):
@@ -197,9 +201,12 @@ def test_a_new_budget_replaces_the_stale_row(tmp_path: Path) -> None:
 
 
 def test_safeq_variants_are_registered_but_not_default() -> None:
-    variants = {"safeq_reverse_kl", "safeq_explore_behavior", "safeq_explore_induced", "safeq_alpha0.01"}
+    variants = {"safeq_forward_kl", "safeq_reverse_kl", "safeq_explore_behavior", "safeq_alpha0.01"}
     assert variants <= set(ALGORITHMS) and not variants & set(DEFAULT_ALGOS)
     assert load_hyperparams(get_algo("safeq_reverse_kl"), ENV)[2]["extraction"] == "reverse_kl"
+    # safeq.yml extracts the Box heads with the reverse KL; the forward-KL variant overrides it.
+    assert load_hyperparams(get_algo("safeq"), "SafePointMass-v0")[2]["extraction"] == "reverse_kl"
+    assert load_hyperparams(get_algo("safeq_forward_kl"), "SafePointMass-v0")[2]["extraction"] == "forward_kl"
     # The variant's argument overrides the file's (safeq.yml sets alpha 0.2 for cart-pole).
     assert load_hyperparams(get_algo("safeq_alpha1"), "SafeCartPole-v0")[2]["alpha"] == 1.0
 
@@ -319,12 +326,14 @@ def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
             "eval_return_mean": [-13.0, -15.0, -20.0, -15.0, -13.0, -90.0],  # unshielded dqn is not a candidate
             "train_unsafe_visits": [0, 0, 0, 0, 12, 0],
             "calib_norm_bias": [-0.05, 0.03, np.nan, -0.01, -0.25, np.nan],
-            "calib_complete_norm_bias": [-0.02, 0.04, np.nan, np.nan, np.nan, np.nan],  # measured for safeq only
+            "calib_complete_norm_bias": [-0.2, -0.4, np.nan, np.nan, 0.25, np.nan],
+            "calib_soft_norm_bias": [-0.02, 0.04, np.nan, np.nan, np.nan, np.nan],  # SafeSupportQ's critic only
         }
     )
     (row,) = [line for line in headline_lines(runs) if line.startswith(f"| {ENV}")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.040 / 0.030", "0.250", "n/a"]
+    # safeq's soft calibration against dqn's complete one (sac: no run here); safeq against hard returns last.
+    assert cells == [ENV, "2", "0", "-14.00", "dqn_shield -15.00", "+1.00", "0.030", "0.250", "n/a", "0.300"]
     assert headline_lines(runs[runs["algo"] != "safeq"]) == []
 
 

@@ -4,6 +4,7 @@ discounted return actually collected from there.
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -88,6 +89,99 @@ def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
     return returns
 
 
+def _one_env(env: gym.Env | VecEnv, caller: str) -> VecEnv:
+    """:return: ``env`` as a one-environment VecEnv (wrapped with :class:`SafetyWrapper` when needed)"""
+    if not isinstance(env, VecEnv):
+        gym_env = env if is_wrapped(env, SafetyWrapper) else SafetyWrapper(env)
+        env = DummyVecEnv([lambda: gym_env])
+    if env.num_envs != 1:
+        raise ValueError(f"{caller} needs one environment, got a VecEnv with {env.num_envs}.")
+    return env
+
+
+def _rollout_pairs(
+    env: VecEnv,
+    n_episodes: int,
+    act: Callable[[np.ndarray, dict[str, Any]], tuple[np.ndarray, float, float]],
+    gamma: float,
+    kl_weight: float,
+    use_support: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Run ``n_episodes`` episodes and pair every visited state's ``Q̂(s, a)`` with the return collected from there,
+    ``sum_k gamma^k r_{t+k} - kl_weight * sum_{k>=1} gamma^k KL_{t+k}`` (a soft return when ``kl_weight > 0``;
+    the KL of a state after termination is 0: the soft target does not bootstrap there).
+
+    :param env: a one-environment VecEnv
+    :param n_episodes: number of episodes
+    :param act: ``(observations, supports) -> (actions, Q̂ of the action, KL at the state)``
+    :param gamma: discount factor
+    :param kl_weight: the weight of the KL terms (``alpha``; 0 for the plain return)
+    :param use_support: query the safe support of every state for ``act`` (else it gets ``{}``)
+    :return: ``Q̂``, the returns and the weight ``gamma ** steps_left`` of each return's missing tail (0 when the
+        episode terminated)
+    """
+    from sb3_safeq.bench.algorithms import current_supports
+
+    q_hat: list[float] = []
+    returns: list[float] = []
+    tail_weights: list[float] = []
+    observations = env.reset()
+    for _ in range(n_episodes):
+        rewards: list[float] = []
+        kls: list[float] = []
+        done = False
+        truncated = False
+        while not done:
+            actions, q_value, kl = act(observations, current_supports(env) if use_support else {})
+            q_hat.append(q_value)
+            kls.append(kl)
+            observations, step_rewards, dones, infos = env.step(actions)
+            rewards.append(float(step_rewards[0]))
+            done = bool(dones[0])
+            truncated = bool(infos[0].get("TimeLimit.truncated", False))
+        # r_t - kl_weight * gamma * KL_{t+1}, discounted: the KL penalty of every later state of the episode.
+        later_kls = np.append(np.asarray(kls[1:]), 0.0)
+        returns.extend(discounted_returns((np.asarray(rewards) - kl_weight * gamma * later_kls).tolist(), gamma))
+        steps_left = np.arange(len(rewards), 0, -1)
+        tail_weights.extend((gamma**steps_left if truncated else np.zeros(len(rewards))).tolist())
+    return np.asarray(q_hat), np.asarray(returns), np.asarray(tail_weights)
+
+
+def _calibration_statistics(
+    q_array: np.ndarray,
+    g_array: np.ndarray,
+    tail_weights: np.ndarray,
+    tail_tolerance: float | None,
+    return_pairs: bool,
+) -> dict[str, Any]:
+    """:return: the statistics of :func:`evaluate_calibration` for these pairs"""
+    if tail_tolerance is not None:
+        complete = tail_weights <= tail_tolerance
+        q_array, g_array = q_array[complete], g_array[complete]
+    if len(q_array) == 0:
+        return _no_calibration(return_pairs)
+    errors = q_array - g_array
+    scale = float(np.abs(g_array).mean())
+    constant = np.ptp(g_array) == 0 or np.ptp(q_array) == 0
+    result: dict[str, Any] = {
+        "bias": float(errors.mean()),
+        # Undefined when every return is 0 (e.g. a policy that never reaches a sparse reward): NaN, not 1e8 * bias.
+        "norm_bias": float(errors.mean() / (scale + 1e-8)) if scale > 1e-6 else np.nan,
+        "spread": float(errors.std()),
+        "rank_corr": np.nan if constant else float(stats.spearmanr(q_array, g_array).statistic),
+        "n_states": len(q_array),
+    }
+    if return_pairs:
+        result.update(q_hat=q_array.tolist(), mc_return=g_array.tolist())
+    return result
+
+
+def _no_calibration(return_pairs: bool) -> dict[str, Any]:
+    nan: dict[str, Any] = {"bias": np.nan, "norm_bias": np.nan, "spread": np.nan, "rank_corr": np.nan, "n_states": 0}
+    return {**nan, "q_hat": [], "mc_return": []} if return_pairs else nan
+
+
 def evaluate_calibration(
     model: Any,
     env: gym.Env | VecEnv,
@@ -116,74 +210,83 @@ def evaluate_calibration(
     :return: ``bias`` (mean of Q̂ - G), ``norm_bias`` (bias / (mean |G| + 1e-8); NaN when every G is 0),
         ``spread`` (std of Q̂ - G), ``rank_corr`` (Spearman), ``n_states``; all NaN when the model has no critic
     """
-    from sb3_safeq.bench.algorithms import current_supports
-
-    nan = {"bias": np.nan, "norm_bias": np.nan, "spread": np.nan, "rank_corr": np.nan, "n_states": 0}
     values = q_value_fn(model)
     if values is None:
-        return {**nan, "q_hat": [], "mc_return": []} if return_pairs else nan
+        return _no_calibration(return_pairs)
     gamma = float(model.gamma if gamma is None else gamma)
-    if not isinstance(env, VecEnv):
-        gym_env = env if is_wrapped(env, SafetyWrapper) else SafetyWrapper(env)
-        env = DummyVecEnv([lambda: gym_env])
-    if env.num_envs != 1:
-        raise ValueError(f"evaluate_calibration needs one environment, got a VecEnv with {env.num_envs}.")
-    q_hat: list[float] = []
-    mc_return: list[float] = []
-    tail_weights: list[float] = []
-    observations = env.reset()
-    for _ in range(n_episodes):
-        rewards: list[float] = []
-        done = False
-        truncated = False
-        while not done:
-            kwargs = current_supports(env) if use_support else {}
-            actions, _ = model.predict(observations, deterministic=True, **kwargs)
-            q_hat.append(float(values(observations, np.asarray(actions))[0]))
-            observations, step_rewards, dones, infos = env.step(actions)
-            rewards.append(float(step_rewards[0]))
-            done = bool(dones[0])
-            truncated = bool(infos[0].get("TimeLimit.truncated", False))
-        mc_return.extend(discounted_returns(rewards, gamma).tolist())
-        steps_left = np.arange(len(rewards), 0, -1)
-        tail_weights.extend((gamma**steps_left if truncated else np.zeros(len(rewards))).tolist())
-    q_array, g_array = np.asarray(q_hat), np.asarray(mc_return)
-    if tail_tolerance is not None:
-        complete = np.asarray(tail_weights) <= tail_tolerance
-        q_array, g_array = q_array[complete], g_array[complete]
-        q_hat, mc_return = q_array.tolist(), g_array.tolist()
-        if not complete.any():
-            return {**nan, "q_hat": [], "mc_return": []} if return_pairs else nan
-    errors = q_array - g_array
-    scale = float(np.abs(g_array).mean())
-    constant = np.ptp(g_array) == 0 or np.ptp(q_array) == 0
-    rank_corr = np.nan if constant else float(stats.spearmanr(q_array, g_array).statistic)
-    result: dict[str, Any] = {
-        "bias": float(errors.mean()),
-        # Undefined when every return is 0 (e.g. a policy that never reaches a sparse reward): NaN, not 1e8 * bias.
-        "norm_bias": float(errors.mean() / (scale + 1e-8)) if scale > 1e-6 else np.nan,
-        "spread": float(errors.std()),
-        "rank_corr": rank_corr,
-        "n_states": len(q_hat),
-    }
-    if return_pairs:
-        result.update(q_hat=q_hat, mc_return=mc_return)
-    return result
+    vec_env = _one_env(env, "evaluate_calibration")
+
+    def act(observations: np.ndarray, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+        actions, _ = model.predict(observations, deterministic=True, **supports)
+        return actions, float(values(observations, np.asarray(actions))[0]), 0.0
+
+    pairs = _rollout_pairs(vec_env, n_episodes, act, gamma, kl_weight=0.0, use_support=use_support)
+    return _calibration_statistics(*pairs, tail_tolerance, return_pairs)
 
 
-def tabular_q_error(model: Any, env: gym.Env) -> float:
+def evaluate_soft_calibration(
+    model: Any,
+    env: gym.Env | VecEnv,
+    n_episodes: int = 5,
+    return_pairs: bool = False,
+    tail_tolerance: float | None = None,
+) -> dict[str, Any]:
     """
-    ``max |Q̂ - Q*_alpha|`` over the safe state-action pairs reachable from the start, against exact soft value
-    iteration on the environment's toy-text model (the masked-uniform behavior, the model's final temperature and
-    discount).
+    The calibration of a SafeSupportQ critic against the quantity it estimates: its Q is the *soft* value of the
+    induced policy ``pi_Q ∝ beta exp(Q / alpha)``, ``Q(s, a) = r + gamma E[Q(s', a') - alpha KL(pi_Q || beta)(s')]``
+    with ``a' ~ pi_Q``. So this samples the actions from ``pi_Q`` (see
+    :func:`~sb3_safeq.bench.induced.induced_step_fn`) and compares ``Q̂(s, a)`` with the Monte-Carlo soft return
+    ``sum_k gamma^k r_{t+k} - alpha sum_{k>=1} gamma^k KL(pi_Q || beta)(s_{t+k})`` (the model's current ``alpha``
+    and ``gamma``). Exact for Discrete actions; for Box actions ``pi_Q`` is importance-resampled from the
+    ``n_behavior_samples`` draws and the KL estimated from them, as in training. Against hard returns of the greedy
+    policy (:func:`evaluate_calibration`) a soft critic is low by design, by the discounted KL penalties.
+
+    :param model: a trained :class:`~sb3_safeq.SafeSupportQ`
+    :param env: the environment (wrapped with :class:`SafetyWrapper` when needed), or a one-environment VecEnv
+    :param n_episodes: number of episodes
+    :param return_pairs: also return the per-state pairs (``"q_hat"``, ``"mc_return"``: the soft returns)
+    :param tail_tolerance: keep only states with a complete enough return (see :func:`evaluate_calibration`)
+    :return: the statistics of :func:`evaluate_calibration` for the soft pairs; all NaN for other models
+    """
+    from sb3_safeq.bench.induced import induced_step_fn
+
+    step = induced_step_fn(model)
+    if step is None:
+        return _no_calibration(return_pairs)
+    vec_env = _one_env(env, "evaluate_soft_calibration")
+
+    def act(observations: np.ndarray, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+        induced = step(observations, deterministic=False, **supports)
+        return induced.actions, float(induced.q_values[0]), float(induced.kl[0])
+
+    pairs = _rollout_pairs(vec_env, n_episodes, act, float(model.gamma), kl_weight=model.current_alpha())
+    return _calibration_statistics(*pairs, tail_tolerance, return_pairs)
+
+
+def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
+    """
+    The error ``|Q̂ - Q*_alpha|`` against exact soft value iteration on the environment's toy-text model (the
+    masked-uniform behavior, the model's final temperature and discount).
 
     :param model: a trained :class:`~sb3_safeq.SafeSupportQ` with Discrete actions and the masked-uniform behavior
     :param env: the environment; its unwrapped env must have ``P`` and ``safe_action_table`` (bundled tabular envs)
-    :return: the sup-norm error, NaN when not applicable (no tabular model, another behavior, Box actions)
+    :param reduction: ``"max"``: the largest error over the safe state-action pairs reachable from the start (rarely
+        visited pairs included, where a sampled critic is least accurate); ``"occupancy"``: the mean error weighted
+        by where the soft-optimal policy ``pi_{Q*}`` goes, its discounted state occupancy from the start
+        distribution times its action probabilities
+    :return: the error, NaN when not applicable (no tabular model, another behavior, Box actions)
     """
     from sb3_safeq.common.behavior import MaskedUniformBehavior
-    from sb3_safeq.common.tabular import masked_uniform_behavior, reachable_states, soft_value_iteration
+    from sb3_safeq.common.tabular import (
+        discounted_occupancy,
+        masked_uniform_behavior,
+        reachable_states,
+        soft_greedy_policy,
+        soft_value_iteration,
+    )
 
+    if reduction not in ("max", "occupancy"):
+        raise ValueError(f"reduction must be 'max' or 'occupancy', got {reduction!r}.")
     unwrapped = env.unwrapped
     table = getattr(unwrapped, "safe_action_table", None)
     transitions = getattr(unwrapped, "P", None)
@@ -191,16 +294,31 @@ def tabular_q_error(model: Any, env: gym.Env) -> float:
     behavior = getattr(model, "behavior_policy", None)
     if table is None or transitions is None or q_net is None or not isinstance(behavior, MaskedUniformBehavior):
         return float("nan")
-    q_star, _ = soft_value_iteration(transitions, masked_uniform_behavior(table), model.gamma, model.current_alpha())
+    behavior_probs = masked_uniform_behavior(table)
+    alpha = model.current_alpha()
+    q_star, _ = soft_value_iteration(transitions, behavior_probs, model.gamma, alpha)
     n_states, n_actions = table.shape
-    starts = np.flatnonzero(getattr(unwrapped, "initial_state_distrib", np.ones(n_states)))
-    reachable = reachable_states(transitions, n_states, n_actions, [int(state) for state in starts], table)
-    states = np.flatnonzero(reachable & table.any(axis=1))
+    start_probs = np.asarray(getattr(unwrapped, "initial_state_distrib", np.full(n_states, 1.0 / n_states)))
     with th.no_grad():
-        q_hat = q_net(th.as_tensor(states, device=model.device)).cpu().numpy()
-    safe = table[states]
-    finite = np.isfinite(q_star[states])
-    return float(np.abs(q_hat - q_star[states])[safe & finite].max())
+        q_hat = q_net(th.as_tensor(np.arange(n_states), device=model.device)).cpu().numpy()
+    errors = np.abs(q_hat - q_star)
+    if reduction == "occupancy":
+        policy = soft_greedy_policy(q_star, behavior_probs, alpha)
+        occupancy = discounted_occupancy(transitions, policy, start_probs, model.gamma)
+        weights = occupancy[:, None] * policy
+        used = weights > 0  # where Q* is finite: the soft-optimal policy never enters a -inf state
+        return float((weights[used] * errors[used]).sum() / weights[used].sum())
+    starts = [int(state) for state in np.flatnonzero(start_probs)]
+    reachable = reachable_states(transitions, n_states, n_actions, starts, table)
+    pairs = reachable[:, None] & table & np.isfinite(q_star)
+    return float(errors[pairs].max())
 
 
-__all__ = ["discounted_returns", "evaluate_calibration", "q_value_fn", "tabular_q_error"]
+__all__ = [
+    "complete_horizon",
+    "discounted_returns",
+    "evaluate_calibration",
+    "evaluate_soft_calibration",
+    "q_value_fn",
+    "tabular_q_error",
+]

@@ -21,7 +21,13 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_safeq import SafeSupportQ
 from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
-from sb3_safeq.bench.calibration import complete_horizon, evaluate_calibration, q_value_fn, tabular_q_error
+from sb3_safeq.bench.calibration import (
+    complete_horizon,
+    evaluate_calibration,
+    evaluate_soft_calibration,
+    q_value_fn,
+    tabular_q_error,
+)
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
@@ -51,7 +57,12 @@ COLUMNS: tuple[str, ...] = (
     "calib_complete_bias",
     "calib_complete_norm_bias",
     "calib_complete_states",
+    "calib_soft_bias",
+    "calib_soft_norm_bias",
+    "calib_soft_rank_corr",
+    "calib_soft_states",
     "tabular_q_error",
+    "tabular_q_error_occupancy",
     "fps",
     "wall_time_s",
     "time_to_90pct_s",
@@ -252,6 +263,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
         row["eval_return_unmasked"] = unmasked.mean_return
         row["support_leakage"] = leak.out_of_support_actions / max(1, leak.steps)
         row["tabular_q_error"] = tabular_q_error(model, leak_env.envs[0])
+        row["tabular_q_error_occupancy"] = tabular_q_error(model, leak_env.envs[0], reduction="occupancy")
         induced = induced_predict_fn(model)
         if induced is not None:
             row["eval_return_induced"] = evaluate(
@@ -266,12 +278,8 @@ def run_one(task: RunTask) -> dict[str, Any]:
     if q_value_fn(model) is not None and horizon is not None:
         # The same policy under a longer time limit, scored only where the missing tail weighs <= 5%: the critic
         # estimates untruncated values (SB3 bootstraps at time limits), which truncated returns would miss the tail of.
-        long_env, _ = make_env(
-            task.env,
-            task.seed + 40_000,
-            spec.shield,
-            max_episode_steps=complete_horizon(horizon, float(model.gamma), COMPLETE_TAIL_TOLERANCE),
-        )
+        long_env_steps = complete_horizon(horizon, float(model.gamma), COMPLETE_TAIL_TOLERANCE)
+        long_env, _ = make_env(task.env, task.seed + 40_000, spec.shield, max_episode_steps=long_env_steps)
         complete = evaluate_calibration(
             model, long_env, task.calib_episodes, use_support=spec.use_support, tail_tolerance=COMPLETE_TAIL_TOLERANCE
         )
@@ -280,6 +288,14 @@ def run_one(task: RunTask) -> dict[str, Any]:
             calib_complete_norm_bias=complete["norm_bias"],
             calib_complete_states=complete["n_states"],
         )
+        if isinstance(model, SafeSupportQ):
+            # Its critic estimates the soft value of pi_Q: scored against soft returns of pi_Q, complete as above.
+            soft_env, _ = make_env(task.env, task.seed + 50_000, spec.shield, max_episode_steps=long_env_steps)
+            soft = evaluate_soft_calibration(
+                model, soft_env, task.calib_episodes, tail_tolerance=COMPLETE_TAIL_TOLERANCE
+            )
+            row.update({f"calib_soft_{name}": soft[name] for name in ("bias", "norm_bias", "rank_corr")})
+            row["calib_soft_states"] = soft["n_states"]
     row["wall_time_s"] = time.perf_counter() - start
     row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     task.curve_path.parent.mkdir(parents=True, exist_ok=True)

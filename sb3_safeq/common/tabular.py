@@ -494,3 +494,34 @@ def policy_evaluation(
     system = np.eye(int(live.sum())) - gamma * state_transition[np.ix_(live, live)]
     state_values[live] = np.linalg.solve(system, reward[live])
     return model.expected_reward + gamma * _bootstrap(model, state_values), state_values
+
+
+def discounted_occupancy(
+    P: ToyTextModel | TabularModel,
+    policy_probs: np.ndarray,
+    start_probs: np.ndarray,
+    gamma: float,
+) -> np.ndarray:
+    """
+    Normalised discounted state occupancy ``d(s) = (1 - gamma) sum_t gamma^t Pr(s_t = s)`` of a policy from a start
+    distribution, by a linear solve. Mass that terminates leaves, so ``d`` sums to less than one when episodes end.
+
+    :param P: Toy-text model or :class:`TabularModel`.
+    :param policy_probs: Policy table (n_states, n_actions); rows sum to 1 or are all zero (a state that cannot act
+        keeps its occupancy but passes none on).
+    :param start_probs: Start distribution, shape (n_states,), summing to 1.
+    :param gamma: Discount factor in [0, 1).
+    :return: Occupancy vector of shape (n_states,).
+    """
+    _check_gamma_alpha(gamma)
+    _check_policy("policy_probs", policy_probs)
+    start_probs = np.asarray(start_probs, dtype=np.float64)
+    if start_probs.shape != (policy_probs.shape[0],) or abs(start_probs.sum() - 1.0) > 1e-6 or (start_probs < 0).any():
+        raise ValueError(
+            f"start_probs must be a distribution over the {policy_probs.shape[0]} states, got shape "
+            f"{start_probs.shape} summing to {start_probs.sum()}."
+        )
+    model = _as_model(P, *policy_probs.shape)
+    state_transition = np.einsum("sa,sat->st", policy_probs, model.continuation)
+    system = np.eye(model.n_states) - gamma * state_transition.T
+    return (1.0 - gamma) * np.linalg.solve(system, start_probs)
