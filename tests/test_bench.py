@@ -370,3 +370,43 @@ def test_a_folder_in_use_by_another_invocation_is_refused(tmp_path: Path, capsys
     args = ["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--eval-episodes", "1", "--calib-episodes", "1"]
     assert main([*args, "--no-progress", "--out", str(out)]) == 0
     assert not (out / ".bench.lock").exists() and len(_rows(out)) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="needs /proc to find the worker processes")
+def test_sigterm_stops_the_workers_and_keeps_the_folder_resumable(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+    import uuid
+
+    marker = f"SB3_SAFEQ_TEST_{uuid.uuid4().hex}"
+
+    def marked_processes() -> list[int]:
+        pids = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker.encode() in environ.read_bytes():
+                    pids.append(int(environ.parent.name))
+            except OSError:  # gone, or another user's
+                continue
+        return pids
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "sb3_safeq.bench", "--envs", ENV, "--algos", "safeq", "--seeds", "2"]
+    command += ["--steps", "200000", "--jobs", "2", "--no-progress", "--out", str(out)]
+    bench = subprocess.Popen(command, env={**os.environ, marker: "1"}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(marked_processes()) < 4 and time.monotonic() < deadline:  # bench, forkserver, 2 workers
+            time.sleep(0.5)
+        assert len(marked_processes()) >= 4, "the workers did not start"
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130 and "interrupted" in stderr and "resumes" in stderr
+    deadline = time.monotonic() + 30
+    while marked_processes() and time.monotonic() < deadline:  # the forkserver exits once its pipe closes
+        time.sleep(0.5)
+    assert marked_processes() == []
+    assert not (out / ".bench.lock").exists()

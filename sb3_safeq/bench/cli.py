@@ -191,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"sb3-safeq bench: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"sb3-safeq bench: interrupted; the finished runs are in {args.out / 'runs.csv'} and the same command "
+            "resumes from there.",
+            file=sys.stderr,
+        )
+        return 130
     if not (args.out / "runs.csv").is_file():
         print(f"sb3-safeq bench: error: no {args.out / 'runs.csv'} to report on.", file=sys.stderr)
         return 2

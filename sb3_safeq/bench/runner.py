@@ -2,12 +2,15 @@
 One benchmark run (train, evaluate, calibrate) in its own process, and the pool that runs them all, resumably.
 """
 
+import contextlib
 import csv
 import json
 import multiprocessing
 import resource
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -342,6 +345,37 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _stopping_workers_on_exit(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """
+    Stop the pool's workers when the invocation is interrupted (Ctrl-C, or SIGTERM from ``kill`` or a job
+    scheduler, which reaches only this process): the workers are children of the forkserver, so they would otherwise
+    go on training, orphaned, with nobody to record their rows. Finished rows are already in ``runs.csv``.
+
+    :param pool: the pool of run processes
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except BaseException:
+        # ProcessPoolExecutor has no public way to stop running workers before Python 3.14 (terminate_workers);
+        # its process table is emptied by shutdown, so it is read first.
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_benchmark(
     tasks: list[RunTask],
     out_dir: Path,
@@ -383,7 +417,10 @@ def run_benchmark(
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["sb3_safeq.bench.runner"])
         bar = tqdm(total=len(todo), disable=not progress, desc="bench", unit="run")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        with (
+            ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool,
+            _stopping_workers_on_exit(pool),
+        ):
             pending: dict[Future, RunTask] = {pool.submit(run_one, task): task for task in todo}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
