@@ -102,7 +102,7 @@ def _one_env(env: gym.Env | VecEnv, caller: str) -> VecEnv:
 def _rollout_pairs(
     env: VecEnv,
     n_episodes: int,
-    act: Callable[[np.ndarray, dict[str, Any]], tuple[np.ndarray, float, float]],
+    act: Callable[[Any, dict[str, Any]], tuple[np.ndarray, float, float]],
     gamma: float,
     kl_weight: float,
     use_support: bool = True,
@@ -216,7 +216,7 @@ def evaluate_calibration(
     gamma = float(model.gamma if gamma is None else gamma)
     vec_env = _one_env(env, "evaluate_calibration")
 
-    def act(observations: np.ndarray, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    def act(observations: Any, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
         actions, _ = model.predict(observations, deterministic=True, **supports)
         return actions, float(values(observations, np.asarray(actions))[0]), 0.0
 
@@ -255,7 +255,7 @@ def evaluate_soft_calibration(
         return _no_calibration(return_pairs)
     vec_env = _one_env(env, "evaluate_soft_calibration")
 
-    def act(observations: np.ndarray, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    def act(observations: Any, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
         induced = step(observations, deterministic=False, **supports)
         return induced.actions, float(induced.q_values[0]), float(induced.kl[0])
 

@@ -278,7 +278,7 @@ def _check_policy(
         empty_hint = " or be all zero (a state without a safe action)" if allow_empty_rows else ""
         raise ValueError(f"Row {bad} of {name} sums to {row_sums[bad]}; every row must sum to 1{empty_hint}.")
     if support is not None:
-        _check_table("support", support, *probs.shape, dtype=np.bool_)
+        _check_table("support", support, probs.shape[0], probs.shape[1], dtype=np.bool_)
         outside = (probs > 0.0) & ~support
         if np.any(outside):
             state, action = np.argwhere(outside)[0]
