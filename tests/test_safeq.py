@@ -364,3 +364,21 @@ def test_actor_update_interval_delays_the_extraction_head() -> None:
     assert not all(th.equal(p, b) for p, b in zip(model.actor.parameters(), actor_before, strict=True))
     with pytest.raises(ValueError, match="actor_update_interval=0"):
         SafeSupportQ("MlpPolicy", RandomMaskEnv(), actor_update_interval=0)
+
+
+@pytest.mark.parametrize("loss", [None, "huber"])
+def test_critic_estimates_the_expected_target_not_its_median(loss: str | None) -> None:
+    from tests.toy_envs import LotteryEnv
+
+    # The soft target is an expectation: the default MSE regresses to the mean 10 of the sampled targets
+    # {0 (90%), 100 (10%)}; a Huber loss drifts toward their median 0, which is why it is not the default.
+    kwargs = {} if loss is None else {"loss": loss}
+    model = SafeSupportQ("MlpPolicy", LotteryEnv(), learning_starts=100, learning_rate=3e-3, seed=0, **kwargs)
+    model.learn(3000)
+    with th.no_grad():
+        q_values = model.q_net(th.zeros(1, 1)).numpy()[0]
+    if loss is None:
+        assert model.loss == "mse"
+        np.testing.assert_allclose(q_values, 10.0, atol=2.5)
+    else:
+        assert np.all(q_values < 5.0)

@@ -85,3 +85,24 @@ class FixedMaskEnv(NoMaskEnv):
 
     def action_masks(self) -> np.ndarray:
         return self.mask
+
+
+class LotteryEnv(gym.Env):
+    """
+    One-step episodes with a skewed outcome: every action pays 100 with probability 0.1, else 0, and ends the episode.
+    ``Q(s, a) = 10`` (the mean) for every action, while the median of the sampled targets is 0.
+    """
+
+    observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(1, dtype=np.float32), {}
+
+    def action_masks(self) -> np.ndarray:
+        return np.ones(2, dtype=bool)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = 100.0 if self.np_random.random() < 0.1 else 0.0
+        return np.zeros(1, dtype=np.float32), reward, True, False, {"cost": 0.0}

@@ -104,13 +104,14 @@ DEFAULT_ALGOS: tuple[str, ...] = tuple(ALGORITHMS)
 
 # SafeSupportQ variants (run them by name, e.g. ``--algos safeq safeq_forward_kl``): the extraction (E1 forward KL is
 # SafeSupportQ's default, E2 reverse KL what safeq.yml sets for the Box tasks), who collects the data (beta as in the
-# paper, or pi_Q with the same support) and the temperature (the default is 0.05; an entry of safeq.yml may set its
-# own, which the alpha variants override).
+# paper, or pi_Q with the same support), the critic's loss (Huber, the default before MSE) and the temperature (the
+# default is 0.05; an entry of safeq.yml may set its own, which the alpha variants override).
 SAFEQ_VARIANTS: dict[str, dict[str, Any]] = {
     "safeq_forward_kl": {"extraction": "forward_kl"},
     "safeq_reverse_kl": {"extraction": "reverse_kl"},
     "safeq_explore_behavior": {"exploration": "behavior"},
     "safeq_explore_induced": {"exploration": "induced"},
+    "safeq_huber": {"loss": "huber"},
     "safeq_alpha0.01": {"alpha": 0.01},
     "safeq_alpha0.2": {"alpha": 0.2},
     "safeq_alpha1": {"alpha": 1.0},
