@@ -337,20 +337,27 @@ def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
     assert headline_lines(runs[runs["algo"] != "safeq"]) == []
 
 
-@pytest.mark.parametrize("terminate, kept_per_episode", [(False, 6), (True, 5)])
-def test_calibration_keeps_only_states_with_a_complete_enough_return(terminate: bool, kept_per_episode: int) -> None:
+@pytest.mark.parametrize(
+    "episode_length, terminate, kept_per_episode",
+    [(5, False, 6), (5, True, 5), (8, True, 6), (12, True, 6)],  # episodes of 10 (cut), 5, 8 and 10 (cut) steps
+)
+def test_calibration_keeps_only_states_with_a_complete_enough_return(
+    episode_length: int, terminate: bool, kept_per_episode: int
+) -> None:
     from gymnasium.wrappers import TimeLimit
 
     from sb3_safeq import SafeSupportQ
     from tests.toy_envs import RandomMaskEnv
 
-    # gamma 0.5, time limit 10: a missing tail weighs 0.5 ** steps_left, <= 0.05 from 5 steps left on, so 6 of the
-    # 10 states of a truncated episode count; an episode that terminates (after 5 steps) counts whole.
-    env = TimeLimit(RandomMaskEnv(episode_length=5, terminate=terminate), max_episode_steps=10)
-    model = SafeSupportQ("MlpPolicy", env, gamma=0.5, seed=0)
-    everything = evaluate_calibration(model, env, n_episodes=3)
-    complete = evaluate_calibration(model, env, n_episodes=3, tail_tolerance=0.05, return_pairs=True)
-    assert everything["n_states"] == 3 * (5 if terminate else 10)
+    # gamma 0.5, time limit 10: the state at step t may miss a tail of weight 0.5 ** (10 - t), <= 0.05 for t <= 5,
+    # so the states at t = 0..5 count, whether the episode terminated or was cut: a rule on t alone (keeping the
+    # whole of the episodes that happened to terminate would select on the future and bias the returns).
+    time_limited = TimeLimit(RandomMaskEnv(episode_length=episode_length, terminate=terminate), max_episode_steps=10)
+    model = SafeSupportQ("MlpPolicy", time_limited, gamma=0.5, seed=0)
+    length = min(episode_length if terminate else 10, 10)
+    everything = evaluate_calibration(model, time_limited, n_episodes=3)
+    complete = evaluate_calibration(model, time_limited, n_episodes=3, tail_tolerance=0.05, return_pairs=True)
+    assert everything["n_states"] == 3 * length
     assert complete["n_states"] == 3 * kept_per_episode == len(complete["mc_return"])
     assert complete_horizon(10, 0.5, 0.05) == 15  # 10 states with >= 5 steps left each
     with pytest.raises(ValueError, match="must lie in"):

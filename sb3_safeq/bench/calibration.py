@@ -99,6 +99,15 @@ def _one_env(env: gym.Env | VecEnv, caller: str) -> VecEnv:
     return env
 
 
+def _time_limit(env: VecEnv) -> int | None:
+    """:return: the ``max_episode_steps`` of the environment's ``TimeLimit`` wrapper, None without one"""
+    try:
+        (limit,) = env.get_attr("_max_episode_steps")
+    except AttributeError:
+        return None
+    return None if limit is None else int(limit)
+
+
 def _rollout_pairs(
     env: VecEnv,
     n_episodes: int,
@@ -118,20 +127,24 @@ def _rollout_pairs(
     :param gamma: discount factor
     :param kl_weight: the weight of the KL terms (``alpha``; 0 for the plain return)
     :param use_support: query the safe support of every state for ``act`` (else it gets ``{}``)
-    :return: ``Q̂``, the returns and the weight ``gamma ** steps_left`` of each return's missing tail (0 when the
-        episode terminated)
+    :return: ``Q̂``, the returns and, per state, ``gamma ** (time_limit - t)`` with ``t`` its step in the episode:
+        the largest weight its return's missing tail can have. It depends on ``t`` only, never on how the episode
+        went on: dropping only the late states of episodes that were cut (and keeping those of episodes that
+        terminated in time) would select on the future, e.g. keep the walks that reached a goal and drop the ones
+        that wandered, and bias the returns. The time limit is the environment's ``TimeLimit`` (else the length of
+        the episodes cut by one); all 0 without any (then every return is complete).
     """
     from sb3_safeq.bench.algorithms import current_supports
 
     q_hat: list[float] = []
     returns: list[float] = []
-    tail_weights: list[float] = []
+    steps: list[int] = []
+    time_limit = _time_limit(env)
     observations = env.reset()
     for _ in range(n_episodes):
         rewards: list[float] = []
         kls: list[float] = []
         done = False
-        truncated = False
         while not done:
             actions, q_value, kl = act(observations, current_supports(env) if use_support else {})
             q_hat.append(q_value)
@@ -139,13 +152,14 @@ def _rollout_pairs(
             observations, step_rewards, dones, infos = env.step(actions)
             rewards.append(float(step_rewards[0]))
             done = bool(dones[0])
-            truncated = bool(infos[0].get("TimeLimit.truncated", False))
+            if done and infos[0].get("TimeLimit.truncated", False) and time_limit is None:
+                time_limit = len(rewards)
         # r_t - kl_weight * gamma * KL_{t+1}, discounted: the KL penalty of every later state of the episode.
         later_kls = np.append(np.asarray(kls[1:]), 0.0)
         returns.extend(discounted_returns((np.asarray(rewards) - kl_weight * gamma * later_kls).tolist(), gamma))
-        steps_left = np.arange(len(rewards), 0, -1)
-        tail_weights.extend((gamma**steps_left if truncated else np.zeros(len(rewards))).tolist())
-    return np.asarray(q_hat), np.asarray(returns), np.asarray(tail_weights)
+        steps.extend(range(len(rewards)))
+    tail_weights = np.zeros(len(steps)) if time_limit is None else gamma ** (time_limit - np.asarray(steps, float))
+    return np.asarray(q_hat), np.asarray(returns), tail_weights
 
 
 def _calibration_statistics(
@@ -196,9 +210,10 @@ def evaluate_calibration(
     Monte-Carlo discounted return collected from there. Episodes cut by a time limit give truncated returns (the
     tail is missing), as in any Monte-Carlo estimate; a critic trained with SB3's time-limit bootstrapping estimates
     the untruncated value, so late states of truncated episodes look pessimistic. ``tail_tolerance`` keeps only the
-    states whose missing tail weighs at most that much (``gamma ** steps_left <= tail_tolerance``; every state of
-    an episode that terminated): give the environment a time limit long enough (see :func:`complete_horizon`)
-    for those to be the states of interest.
+    states whose missing tail can weigh at most that much, ``gamma ** (time_limit - t) <= tail_tolerance`` for the
+    state at step ``t`` of its episode (a rule on ``t`` alone, for every episode alike: see :func:`_rollout_pairs`):
+    give the environment a time limit long enough (see :func:`complete_horizon`) for those to be the states of
+    interest.
 
     :param model: a trained model with ``predict`` and a critic (see :func:`q_value_fn`)
     :param env: the environment (wrapped with :class:`SafetyWrapper` when needed), or a one-environment VecEnv
