@@ -7,7 +7,7 @@ arguments, e.g. ``register_algo(AlgoSpec("safeq_induced", "safeq", "discrete", e
 """
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -115,9 +115,19 @@ SAFEQ_VARIANTS: dict[str, dict[str, Any]] = {
     "safeq_alpha0.01": {"alpha": 0.01},
     "safeq_alpha0.2": {"alpha": 0.2},
     "safeq_alpha1": {"alpha": 1.0},
+    "safeq_tau0.02": {"tau": 0.02},
 }
 for _name, _kwargs in SAFEQ_VARIANTS.items():
     register_algo(AlgoSpec(_name, "safeq", ANY, "sb3_safeq:SafeSupportQ", use_support=True, extra_kwargs=_kwargs))
+
+# Baseline variants, to compare with a SafeSupportQ variant at the same setting (e.g. the target network's update
+# rate, which bounds how far values have propagated at a given budget): name -> (registered algorithm, arguments).
+BASELINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sac_tau0.02": ("sac", {"tau": 0.02}),
+    "sac_shield_tau0.02": ("sac_shield", {"tau": 0.02}),
+}
+for _name, (_base, _kwargs) in BASELINE_VARIANTS.items():
+    register_algo(replace(ALGORITHMS[_base], name=_name, extra_kwargs=_kwargs))
 
 
 def get_algo(name: str) -> AlgoSpec:
