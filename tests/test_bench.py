@@ -215,10 +215,14 @@ def test_baseline_variants_keep_their_base_and_override_the_file() -> None:
     shielded = get_algo("sac_shield_tau0.02")
     assert shielded.shield and shielded.class_path == get_algo("sac").class_path
     assert "sac_shield_tau0.02" not in DEFAULT_ALGOS
-    # sac.yml sets tau 0.005; the variant (and the matching SafeSupportQ one) run at 0.02.
-    assert load_hyperparams(get_algo("sac"), "SafeDoubleIntegrator-v0")[2]["tau"] == 0.005
-    assert load_hyperparams(shielded, "SafeDoubleIntegrator-v0")[2]["tau"] == 0.02
-    assert load_hyperparams(get_algo("safeq_tau0.02"), "SafeDoubleIntegrator-v0")[2]["tau"] == 0.02
+    # sac.yml sets tau 0.005 on the point mass; the variant (and the matching SafeSupportQ one) run at 0.02.
+    assert load_hyperparams(get_algo("sac"), "SafePointMass-v0")[2]["tau"] == 0.005
+    assert load_hyperparams(shielded, "SafePointMass-v0")[2]["tau"] == 0.02
+    assert load_hyperparams(get_algo("safeq_tau0.02"), "SafePointMass-v0")[2]["tau"] == 0.02
+    # The double integrator's files give every algorithm the same budget and tau.
+    for name in ("safeq", "sac", "tqc"):
+        n_timesteps, _, kwargs = load_hyperparams(get_algo(name), "SafeDoubleIntegrator-v0")
+        assert (n_timesteps, kwargs["tau"]) == (30_000, 0.02)
 
 
 def test_interquartile_mean_ignores_the_outer_quartiles() -> None:
