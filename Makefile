@@ -23,12 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check sb3_safeq tests examples
-	$(BIN)/ruff format --check sb3_safeq tests examples
+	$(BIN)/ruff check sb3_safeq tests examples benchmarks
+	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix sb3_safeq tests examples
-	$(BIN)/ruff format sb3_safeq tests examples
+	$(BIN)/ruff check --fix sb3_safeq tests examples benchmarks
+	$(BIN)/ruff format sb3_safeq tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
