@@ -2,21 +2,21 @@
 
 import os
 
-from sb3_safeq.common.behavior import (
+from sb3_safeq.common.behaviors import (
     BehaviorPolicy,
+    BoxBehaviorPolicy,
+    CallableBoxBehavior,
     CallableDiscreteBehavior,
     DiscreteBehaviorPolicy,
     MaskedUniformBehavior,
-)
-from sb3_safeq.common.box_behavior import (
-    BoxBehaviorPolicy,
-    CallableBoxBehavior,
     TruncatedGaussianBehavior,
     UniformBoxBehavior,
 )
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import SafetyLoggerCallback
-from sb3_safeq.common.support import EmptySupportError, MissingSupportError
+from sb3_safeq.common.supports.base import SupportKind
+from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
+from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper, UnsafeVisitError
 from sb3_safeq.envs import register_envs
 from sb3_safeq.safeq import SafeSupportQ
@@ -42,8 +42,10 @@ __all__ = [
     "SafetyCounters",
     "SafetyLoggerCallback",
     "SafetyWrapper",
+    "SupportKind",
     "TruncatedGaussianBehavior",
     "UniformBoxBehavior",
     "UnsafeVisitError",
+    "make_support_kind",
     "register_envs",
 ]

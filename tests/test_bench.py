@@ -28,7 +28,7 @@ from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
 from sb3_safeq.bench.provenance import read_invocations
 from sb3_safeq.bench.report import fill_time_to_target, headline_lines, interquartile_mean
 from sb3_safeq.bench.runner import COLUMNS, RunTask, run_benchmark
-from sb3_safeq.zoo.cli import main as zoo_main
+from sb3_safeq.cli import main as sb3_safeq_main
 
 ENV = "SafeCliffWalking-v0"
 SMALL = ["--envs", ENV, "--algos", "safeq", "behavior", "dqn", "--seeds", "1", "--steps", "1500"]
@@ -134,7 +134,7 @@ def test_bad_options_fail_clearly(
 
 
 def test_entry_point_unknown_algo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert zoo_main(["bench", "--algos", "nope", "--out", str(tmp_path)]) == 2
+    assert sb3_safeq_main(["bench", "--algos", "nope", "--out", str(tmp_path)]) == 2
     assert "Unknown algorithm 'nope'" in capsys.readouterr().err
 
 
@@ -253,7 +253,7 @@ def test_induced_policy_of_a_box_model_stays_in_the_box() -> None:
         actions, _ = predict(observations, deterministic=deterministic, safe_bounds=(low, high))
         assert actions.shape == (64, 2) and actions.dtype == np.float32
         assert np.all(actions >= low) and np.all(actions <= high)
-    with pytest.raises(ValueError, match="safe boxes"):
+    with pytest.raises(ValueError, match="needs the safe supports of the observations"):
         predict(observations)
 
 
@@ -317,16 +317,16 @@ def gym_space_of(env_id: str) -> "gym.spaces.Space":
 def test_behavior_import_paths() -> None:
     from gymnasium import spaces
 
-    from sb3_safeq.common.behavior import MaskedUniformBehavior, make_behavior
+    from sb3_safeq import MaskedUniformBehavior, make_support_kind
 
-    space = spaces.Discrete(4)
-    assert isinstance(make_behavior("sb3_safeq.common.behavior:MaskedUniformBehavior", space), MaskedUniformBehavior)
+    kind = make_support_kind(spaces.Discrete(4))
+    assert isinstance(kind.make_behavior("sb3_safeq:MaskedUniformBehavior"), MaskedUniformBehavior)
     with pytest.raises(ValueError, match="Cannot import the behavior policy 'no_such_module:x'"):
-        make_behavior("no_such_module:x", space)
+        kind.make_behavior("no_such_module:x")
     with pytest.raises(ValueError, match="Cannot import"):
-        make_behavior("sb3_safeq.common.behavior:nope", space)
+        kind.make_behavior("sb3_safeq.common.behaviors.mask:nope")
     with pytest.raises(TypeError, match="not a BehaviorPolicy subclass"):
-        make_behavior("collections:OrderedDict", space)
+        kind.make_behavior("collections:OrderedDict")
 
 
 def test_headline_compares_with_the_best_zero_violation_baseline() -> None:

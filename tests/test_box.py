@@ -31,9 +31,9 @@ from sb3_safeq import (
     UniformBoxBehavior,
     UnsafeVisitError,
 )
-from sb3_safeq.common import squashed_box
-from sb3_safeq.common.bounds import BoxScaler, as_safe_bounds, clip_into, empty_boxes
 from sb3_safeq.common.buffers import SafeReplayBufferSamples
+from sb3_safeq.common.supports import squashed_box
+from sb3_safeq.common.supports.box_utils import BoxScaler, as_safe_bounds, clip_into, empty_boxes
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import SafeSupportQPolicy
 from tests.box_toy_envs import FixedBoxEnv, NoBoundsBoxEnv, RandomBoxEnv
@@ -513,14 +513,14 @@ def _soft_target_model() -> SafeSupportQ:
 
 
 def _soft_targets(model: SafeSupportQ, alpha: float, n_samples: int, n_repeats: int, box: tuple[float, float]) -> Any:
-    """The critic targets of ``n_repeats`` copies of one transition (reward 0, gamma 1), through ``_box_losses``."""
+    """The critic targets of ``n_repeats`` copies of one transition (reward 0, gamma 1), through ``losses``."""
     captured: list[th.Tensor] = []
 
     def capture(current_q: th.Tensor, targets: th.Tensor) -> th.Tensor:
         captured.append(targets)
         return ((current_q - targets) ** 2).mean()
 
-    model._critic_loss = capture  # type: ignore[method-assign]
+    model.critic_regression_loss = capture  # type: ignore[method-assign]
     model.n_behavior_samples = n_samples
     zeros = th.zeros(n_repeats, 1)
     boxes = th.tensor([[box[0]], [box[1]]]).expand(n_repeats, 2, 1)
@@ -534,7 +534,7 @@ def _soft_targets(model: SafeSupportQ, alpha: float, n_samples: int, n_repeats: 
         next_supports=boxes,
     )
     with th.no_grad():
-        model._box_losses(data, alpha, False)
+        model.support_kind.losses(model, data, alpha, False)
     assert len(captured) == 2 and th.equal(captured[0], captured[1])  # one target for both twin critics
     return captured[0][:, 0].numpy().astype(np.float64)
 
@@ -581,7 +581,7 @@ def test_terminal_transitions_with_empty_boxes_target_the_reward() -> None:
     model = _soft_target_model()
     model.critic_target.q_networks = [LinearQ(1.0), LinearQ(1.0)]
     captured: list[th.Tensor] = []
-    model._critic_loss = lambda q, targets: captured.append(targets) or ((q - targets) ** 2).mean()  # type: ignore
+    model.critic_regression_loss = lambda q, targets: captured.append(targets) or ((q - targets) ** 2).mean()  # type: ignore
     empty = th.tensor([[[0.5], [-0.5]]])  # low > high: a terminal state may have no safe action
     data = SafeReplayBufferSamples(
         observations=th.zeros(1, 3),
@@ -592,22 +592,22 @@ def test_terminal_transitions_with_empty_boxes_target_the_reward() -> None:
         supports=th.tensor([[[-1.0], [1.0]]]),
         next_supports=empty,
     )
-    model._box_losses(data, 0.5, False)
+    model.support_kind.losses(model, data, 0.5, False)
     assert captured[0].item() == 3.0
 
 
 @pytest.mark.parametrize("share", [False, True])
 def test_shared_target_draws_fit_the_head_to_the_target_at_next_states(share: bool, monkeypatch: Any) -> None:
     # The online critic prefers the bottom of the box, the target the top: the head follows the one it is given.
-    import sb3_safeq.safeq.safeq as safeq_module
+    import sb3_safeq.common.supports.box as box_module
 
     model = _soft_target_model()
     model.share_target_draws = share
     model.critic.q_networks = [LinearQ(-4.0), LinearQ(-4.0)]
     model.critic_target.q_networks = [LinearQ(4.0), LinearQ(4.0)]
     passes = []
-    counted = safeq_module.q_values_of_samples
-    monkeypatch.setattr(safeq_module, "q_values_of_samples", lambda *args: passes.append(1) or counted(*args))
+    counted = box_module.q_values_of_samples
+    monkeypatch.setattr(box_module, "q_values_of_samples", lambda *args: passes.append(1) or counted(*args))
     n = 64
     full = th.tensor([[-1.0], [1.0]]).expand(n, 2, 1)
     data = SafeReplayBufferSamples(
@@ -622,7 +622,7 @@ def test_shared_target_draws_fit_the_head_to_the_target_at_next_states(share: bo
     optimizer = th.optim.Adam(model.actor.parameters(), lr=1e-2)
     th.manual_seed(0)
     for _ in range(150):
-        _, _, actor_terms = model._box_losses(data, 0.25, True)
+        _, _, actor_terms = model.support_kind.losses(model, data, 0.25, True)
         assert actor_terms is not None
         optimizer.zero_grad()
         actor_terms[0].backward()
@@ -635,7 +635,7 @@ def test_shared_target_draws_fit_the_head_to_the_target_at_next_states(share: bo
     assert (action > 0.5) if share else (action < -0.5), action
     # Terminal next states carry no action to learn: with every transition terminal, the shared loss is 0.
     terminal = data._replace(dones=th.ones(n, 1))
-    _, _, (loss, _) = model._box_losses(terminal, 0.25, True)
+    _, _, (loss, _) = model.support_kind.losses(model, terminal, 0.25, True)
     assert (loss.item() == 0.0) if share else (loss.item() != 0.0)
 
 
@@ -648,11 +648,11 @@ def test_induced_exploration_samples_pi_q() -> None:
     boxes = th.tensor([[low], [high]]).expand(2000, 2, 1)
     observations = th.zeros(2000, 3)
     th.manual_seed(0)
-    cold = model._induced_box_actions(observations, boxes)
+    cold = model.support_kind.induced_step(model, observations, boxes, model.current_alpha(), False).actions
     assert_inside(cold, boxes)
     assert cold.mean().item() > high - 0.1
     model.alpha_schedule = lambda _: 100.0
-    hot = model._induced_box_actions(observations, boxes)
+    hot = model.support_kind.induced_step(model, observations, boxes, model.current_alpha(), False).actions
     assert_inside(hot, boxes)
     assert hot.mean().item() == pytest.approx((low + high) / 2, abs=0.05)
 
@@ -864,14 +864,14 @@ def test_predict_rejects_bad_bounds() -> None:
         model.predict(np.zeros((2, 7), np.float32), safe_bounds=(np.stack([low, high]), np.stack([high, low])))
     with pytest.raises(ValueError, match="boxes for"):
         model.predict(np.zeros((3, 7), np.float32), safe_bounds=(low, high))
-    with pytest.raises(ValueError, match="action_masks are for Discrete"):
+    with pytest.raises(ValueError, match="action_masks does not apply to the action space Box"):
         model.predict(observation, action_masks=np.ones(3, dtype=bool))
 
 
 def test_discrete_model_rejects_safe_bounds() -> None:
     model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), seed=0, **TINY)
     observation, _ = RandomMaskEnv().reset(seed=0)
-    with pytest.raises(ValueError, match="safe_bounds are for Box"):
+    with pytest.raises(ValueError, match="safe_bounds does not apply to the action space Discrete"):
         model.predict(observation, safe_bounds=(np.zeros(1), np.ones(1)))
 
 
@@ -1098,13 +1098,13 @@ def test_induced_and_mixture_exploration_stay_in_the_box(exploration: str, env_n
     env = RandomBoxEnv() if env_name == "random_box" else _point_mass()
     model = SafeSupportQ("MlpPolicy", env, exploration=exploration, learning_starts=50, seed=0, **TINY)
     induced_calls = []
-    induced = model._induced_box_actions
+    induced = model.support_kind.induced_step
 
-    def counting_induced(observations: Any, boxes: th.Tensor) -> th.Tensor:
+    def counting_induced(learner: Any, observations: Any, boxes: th.Tensor, alpha: float, deterministic: bool) -> Any:
         induced_calls.append(len(boxes))
-        return induced(observations, boxes)
+        return induced(learner, observations, boxes, alpha, deterministic)
 
-    model._induced_box_actions = counting_induced  # type: ignore[method-assign]
+    model.support_kind.induced_step = counting_induced  # type: ignore[method-assign]
     model.learn(150)
     counters = model.safety_counters
     assert counters.steps == 150 and counters.unsafe_visits == 0 and counters.out_of_support_actions == 0

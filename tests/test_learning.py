@@ -67,7 +67,7 @@ def test_learned_q_matches_soft_value_iteration() -> None:
     reachable = reachable_states(unwrapped.P, n_states, n_actions, [start], table)
     states = np.flatnonzero(reachable & table.any(axis=1) & (np.arange(n_states) != n_states - 1))  # goal excluded
     with th.no_grad():
-        q_hat = model.q_net(th.as_tensor(states)).numpy()
+        q_hat = model.critic(th.as_tensor(states)).numpy()
     safe = table[states]
     error = np.abs(q_hat - q_star[states])[safe]
     print(f"|Q_hat - Q*_alpha|: max {error.max():.4f}, mean {error.mean():.4f} over {safe.sum()} safe pairs")

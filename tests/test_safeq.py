@@ -177,7 +177,7 @@ def test_save_load_round_trip(tmp_path) -> None:
         model.predict(observations, deterministic=True, action_masks=masks)[0],
         loaded.predict(observations, deterministic=True, action_masks=masks)[0],
     )
-    for name in ("q_net", "q_net_target", "actor"):
+    for name in ("critic", "critic_target", "actor"):
         for p1, p2 in zip(getattr(model, name).parameters(), getattr(loaded, name).parameters(), strict=True):
             assert th.equal(p1, p2)
     for opt in ("critic_optimizer", "actor_optimizer"):
@@ -335,17 +335,17 @@ def test_evaluate_safe_policy_records_returns_and_costs() -> None:
 def test_target_network_follows_polyak_updates() -> None:
     model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), tau=0.25, target_update_interval=2, seed=0, **SMALL)
     model.learn(60)
-    online_before = [p.detach().clone() for p in model.q_net.parameters()]
-    target_before = [p.detach().clone() for p in model.q_net_target.parameters()]
+    online_before = [p.detach().clone() for p in model.critic.parameters()]
+    target_before = [p.detach().clone() for p in model.critic_target.parameters()]
     model._n_updates = 0
     model.train(gradient_steps=1, batch_size=8)  # update 1: no target update (interval 2)
-    for target, before in zip(model.q_net_target.parameters(), target_before, strict=True):
+    for target, before in zip(model.critic_target.parameters(), target_before, strict=True):
         assert th.equal(target, before)
-    online_mid = [p.detach().clone() for p in model.q_net.parameters()]
+    online_mid = [p.detach().clone() for p in model.critic.parameters()]
     model._n_updates = 1
     model.train(gradient_steps=1, batch_size=8)  # update 2: target <- 0.75 target + 0.25 online
     for target, before, online in zip(
-        model.q_net_target.parameters(), target_before, model.q_net.parameters(), strict=True
+        model.critic_target.parameters(), target_before, model.critic.parameters(), strict=True
     ):
         th.testing.assert_close(target, 0.75 * before + 0.25 * online.detach())
     assert not all(th.equal(a, b) for a, b in zip(online_before, online_mid, strict=True))
@@ -356,10 +356,10 @@ def test_actor_update_interval_delays_the_extraction_head() -> None:
     model.learn(60)
     model._n_updates = 0
     actor_before = [p.detach().clone() for p in model.actor.parameters()]
-    critic_before = [p.detach().clone() for p in model.q_net.parameters()]
+    critic_before = [p.detach().clone() for p in model.critic.parameters()]
     model.train(gradient_steps=2, batch_size=8)  # updates 1 and 2: critic only
     assert all(th.equal(p, b) for p, b in zip(model.actor.parameters(), actor_before, strict=True))
-    assert not all(th.equal(p, b) for p, b in zip(model.q_net.parameters(), critic_before, strict=True))
+    assert not all(th.equal(p, b) for p, b in zip(model.critic.parameters(), critic_before, strict=True))
     model.train(gradient_steps=1, batch_size=8)  # update 3: the head too
     assert not all(th.equal(p, b) for p, b in zip(model.actor.parameters(), actor_before, strict=True))
     with pytest.raises(ValueError, match="actor_update_interval=0"):
@@ -376,7 +376,7 @@ def test_critic_estimates_the_expected_target_not_its_median(loss: str | None) -
     model = SafeSupportQ("MlpPolicy", LotteryEnv(), learning_starts=100, learning_rate=3e-3, seed=0, **kwargs)
     model.learn(3000)
     with th.no_grad():
-        q_values = model.q_net(th.zeros(1, 1)).numpy()[0]
+        q_values = model.critic(th.zeros(1, 1)).numpy()[0]
     if loss is None:
         assert model.loss == "mse"
         np.testing.assert_allclose(q_values, 10.0, atol=2.5)

@@ -29,7 +29,7 @@ def _exact_model(alpha: float) -> tuple[SafeSupportQ, np.ndarray]:
     q_star, _ = soft_value_iteration(
         unwrapped.P, masked_uniform_behavior(unwrapped.safe_action_table), model.gamma, alpha
     )
-    (layer,) = [module for module in model.q_net.modules() if isinstance(module, th.nn.Linear)]
+    (layer,) = [module for module in model.critic.modules() if isinstance(module, th.nn.Linear)]
     with th.no_grad():
         layer.weight.copy_(th.as_tensor(np.where(np.isfinite(q_star), q_star, -1e3).T, dtype=th.float32))
         layer.bias.zero_()
@@ -111,7 +111,7 @@ def test_tabular_errors_max_and_occupancy_weighted() -> None:
     assert tabular_q_error(model, env, reduction="occupancy") < 1e-4
     # Spoil a safe pair the soft-optimal policy never uses (top-left corner, far from the path): the max sees it,
     # the occupancy-weighted error does not.
-    (layer,) = [module for module in model.q_net.modules() if isinstance(module, th.nn.Linear)]
+    (layer,) = [module for module in model.critic.modules() if isinstance(module, th.nn.Linear)]
     with th.no_grad():
         layer.weight[0, 0] += 50.0  # action 0 (up) in state 0, the top-left corner
     assert tabular_q_error(model, env) == pytest.approx(50.0, abs=1e-3)

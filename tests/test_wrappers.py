@@ -9,8 +9,7 @@ from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_safeq import SafeReplayBuffer, SafetyLoggerCallback, SafetyWrapper, UnsafeVisitError
-from sb3_safeq.common.support import MissingSupportError
+from sb3_safeq import MissingSupportError, SafeReplayBuffer, SafetyLoggerCallback, SafetyWrapper, UnsafeVisitError
 from tests.toy_envs import FixedMaskEnv, NoMaskEnv, RandomMaskEnv
 
 

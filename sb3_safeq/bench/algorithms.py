@@ -17,14 +17,14 @@ from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safeq.common.behavior import make_behavior
-from sb3_safeq.common.bounds import SAFE_BOUNDS_METHOD
-from sb3_safeq.common.support import ACTION_MASKS_METHOD
+from sb3_safeq import SafetyWrapper, make_support_kind
 from sb3_safeq.zoo.config import HYPERPARAMS_DIR, ZOO_KEYS, read_env_hyperparams
 from sb3_safeq.zoo.errors import ZooUsageError
 
 #: Action-space kinds an algorithm can run on.
 DISCRETE, BOX, ANY = "discrete", "box", "any"
+#: The support kind (``SupportKind.name``) of the environments each action-space kind runs on.
+SUPPORT_KIND_OF = {DISCRETE: "mask", BOX: "box"}
 
 
 class BenchConfigError(ValueError):
@@ -60,7 +60,7 @@ class AlgoSpec:
         """
         if self.action_kind == ANY:
             return True
-        return (self.action_kind == BOX) == isinstance(action_space, spaces.Box)
+        return make_support_kind(action_space).name == SUPPORT_KIND_OF[self.action_kind]
 
     def load_class(self) -> type:
         """:return: the algorithm class"""
@@ -218,10 +218,11 @@ class BehaviorAgent:
 
     def __init__(self, action_space: spaces.Space, seed: int = 0, behavior: Any = "uniform") -> None:
         self.action_space = action_space
+        self.support_kind = make_support_kind(action_space)
         self.rng = np.random.default_rng(seed)
         # The uniform one keeps its own seeded numpy draws; the others draw with torch, seeded here.
         self.behavior = (
-            None if isinstance(behavior, str) and behavior == "uniform" else make_behavior(behavior, action_space)
+            None if isinstance(behavior, str) and behavior == "uniform" else self.support_kind.make_behavior(behavior)
         )
         if self.behavior is not None:
             th.manual_seed(seed)
@@ -238,7 +239,7 @@ class BehaviorAgent:
         """
         Draw actions from the behavior policy (always stochastic: it is the behavior's nature).
 
-        :param observation: the observations (only their number is used)
+        :param observation: the observations (batched)
         :param state: unused
         :param episode_start: unused
         :param deterministic: unused
@@ -246,21 +247,18 @@ class BehaviorAgent:
         :param safe_bounds: Box actions: ``(low, high)``, each of shape ``(n_envs, action_dim)``
         :return: the actions and None
         """
-        if isinstance(self.action_space, spaces.Box):
-            if safe_bounds is None:
-                raise ValueError("The behavior policy needs the safe boxes (safe_bounds=).")
-            low, high = (np.atleast_2d(np.asarray(bound, dtype=np.float64)) for bound in safe_bounds)
-            if self.behavior is not None:
-                boxes = np.stack([low, high], axis=1).astype(self.action_space.dtype)
-                return self.behavior.act(_as_batch_tensor(observation), boxes).astype(self.action_space.dtype), None
-            return self.rng.uniform(low, high).astype(self.action_space.dtype), None
-        if action_masks is None:
-            raise ValueError("The behavior policy needs the safe masks (action_masks=).")
-        masks = np.atleast_2d(np.asarray(action_masks, dtype=bool))
+        kind = self.support_kind
+        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        if supports is None:
+            raise ValueError(f"The behavior policy needs the safe supports ({kind.predict_keyword}=).")
+        observations = _as_batch_tensor(observation)
+        n_obs = next(iter(observations.values())).shape[0] if isinstance(observations, dict) else len(observations)
+        raw_supports, _ = kind.predict_supports(supports, n_obs)
         if self.behavior is not None:
-            return np.asarray(self.behavior.act(_as_batch_tensor(observation), masks), dtype=np.int64), None
-        actions = [self.rng.choice(np.flatnonzero(mask)) if mask.any() else 0 for mask in masks]
-        return np.asarray(actions, dtype=np.int64), None
+            actions = self.behavior.act(observations, raw_supports)
+        else:
+            actions = kind.sample_uniform(raw_supports, self.rng)
+        return np.asarray(actions, dtype=self.action_space.dtype), None
 
 
 def _as_batch_tensor(observation: Any) -> Any:
@@ -275,10 +273,7 @@ def current_supports(env: VecEnv) -> dict[str, Any]:
     :param env: a VecEnv whose sub-environments expose their safe support
     :return: the ``predict`` keyword giving the supports of the current observations
     """
-    if isinstance(env.action_space, spaces.Box):
-        boxes = env.env_method(SAFE_BOUNDS_METHOD)
-        return {"safe_bounds": (np.stack([low for low, _ in boxes]), np.stack([high for _, high in boxes]))}
-    return {"action_masks": np.stack(env.env_method(ACTION_MASKS_METHOD))}
+    return make_support_kind(env.action_space).current_predict_kwargs(env)
 
 
 def env_action_space(env_id: str) -> spaces.Space:
@@ -286,12 +281,9 @@ def env_action_space(env_id: str) -> spaces.Space:
     :param env_id: a gymnasium environment id
     :return: its action space (after checking that the environment exposes its safe support)
     """
-    import sb3_safeq  # noqa: F401  (registers the safe environments)
-
     if env_id not in gym.envs.registry:
         safe = sorted(name for name in gym.envs.registry if name.startswith("Safe"))
         raise BenchConfigError(f"Unknown environment {env_id!r}; the bundled safe environments are: {', '.join(safe)}.")
-    from sb3_safeq.common.wrappers import SafetyWrapper
 
     env = gym.make(env_id)
     try:

@@ -14,7 +14,7 @@ from scipy import stats
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from sb3_safeq.common.wrappers import SafetyWrapper
+from sb3_safeq import SafeSupportQ, SafetyWrapper
 
 
 def q_value_fn(model: Any) -> Any:
@@ -22,11 +22,13 @@ def q_value_fn(model: Any) -> Any:
     The critic of a model as a function ``(observations, actions) -> Q̂`` (numpy in, numpy out), or None.
 
     DQN: ``q_net``; QR-DQN: mean of ``quantile_net``'s quantiles; SAC: the first critic; TQC: the quantile mean of
-    the first critic; SafeSupportQ: ``q_net`` (Discrete) or the first critic (Box).
+    the first critic; SafeSupportQ: :meth:`~sb3_safeq.SafeSupportQ.critic_values`.
 
     :param model: a trained model
     :return: the function, or None when the model has no critic (behavior policy, MaskablePPO)
     """
+    if isinstance(model, SafeSupportQ):
+        return model.critic_values
     policy = getattr(model, "policy", None)
     if policy is None:
         return None
@@ -36,12 +38,6 @@ def q_value_fn(model: Any) -> Any:
     if net is None and quantiles is None and critic is None:
         return None
 
-    def to_agent_units(actions: np.ndarray) -> np.ndarray:
-        scaler = getattr(policy, "scaler", None)  # SafeSupportQ's Box policy
-        if scaler is not None:
-            return scaler.to_agent(actions)
-        return policy.scale_action(actions)
-
     def values(observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
         obs_tensor, _ = policy.obs_to_tensor(observations)
         with th.no_grad():
@@ -50,7 +46,7 @@ def q_value_fn(model: Any) -> Any:
             elif net is not None:
                 table = net(obs_tensor)
             else:
-                action_tensor = th.as_tensor(to_agent_units(actions), dtype=th.float32, device=model.device)
+                action_tensor = th.as_tensor(policy.scale_action(actions), dtype=th.float32, device=model.device)
                 assert critic is not None
                 output = critic(obs_tensor, action_tensor)
                 if isinstance(output, th.Tensor):  # TQC: (batch, n_critics, n_quantiles)
@@ -250,7 +246,7 @@ def evaluate_soft_calibration(
     The calibration of a SafeSupportQ critic against the quantity it estimates: its Q is the *soft* value of the
     induced policy ``pi_Q ∝ beta exp(Q / alpha)``, ``Q(s, a) = r + gamma E[Q(s', a') - alpha KL(pi_Q || beta)(s')]``
     with ``a' ~ pi_Q``. So this samples the actions from ``pi_Q`` (see
-    :func:`~sb3_safeq.bench.induced.induced_step_fn`) and compares ``Q̂(s, a)`` with the Monte-Carlo soft return
+    :meth:`~sb3_safeq.SafeSupportQ.induced_policy`) and compares ``Q̂(s, a)`` with the Monte-Carlo soft return
     ``sum_k gamma^k r_{t+k} - alpha sum_{k>=1} gamma^k KL(pi_Q || beta)(s_{t+k})`` (the model's current ``alpha``
     and ``gamma``). Exact for Discrete actions; for Box actions ``pi_Q`` is importance-resampled from the
     ``n_behavior_samples`` draws and the KL estimated from them, as in training. Against hard returns of the greedy
@@ -291,7 +287,7 @@ def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
         distribution times its action probabilities
     :return: the error, NaN when not applicable (no tabular model, another behavior, Box actions)
     """
-    from sb3_safeq.common.behavior import MaskedUniformBehavior
+    from sb3_safeq import MaskedUniformBehavior
     from sb3_safeq.common.tabular import (
         discounted_occupancy,
         masked_uniform_behavior,
@@ -305,9 +301,9 @@ def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
     unwrapped = env.unwrapped
     table = getattr(unwrapped, "safe_action_table", None)
     transitions = getattr(unwrapped, "P", None)
-    q_net = getattr(model, "q_net", None)
     behavior = getattr(model, "behavior_policy", None)
-    if table is None or transitions is None or q_net is None or not isinstance(behavior, MaskedUniformBehavior):
+    # The masked-uniform behavior implies Discrete actions: the critic maps a state to the Q-values of every action.
+    if table is None or transitions is None or not isinstance(behavior, MaskedUniformBehavior):
         return float("nan")
     behavior_probs = masked_uniform_behavior(table)
     alpha = model.current_alpha()
@@ -315,7 +311,7 @@ def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
     n_states, n_actions = table.shape
     start_probs = np.asarray(getattr(unwrapped, "initial_state_distrib", np.full(n_states, 1.0 / n_states)))
     with th.no_grad():
-        q_hat = q_net(th.as_tensor(np.arange(n_states), device=model.device)).cpu().numpy()
+        q_hat = model.critic(th.as_tensor(np.arange(n_states), device=model.device)).cpu().numpy()
     errors = np.abs(q_hat - q_star)
     if reduction == "occupancy":
         policy = soft_greedy_policy(q_star, behavior_probs, alpha)

@@ -19,11 +19,12 @@ from typing import Any
 
 import gymnasium as gym
 import torch as th
-from gymnasium import spaces
 from stable_baselines3 import DQN, SAC
 
-import sb3_safeq  # noqa: F401  (registers the safe environments)
-from sb3_safeq import SafeSupportQ
+from sb3_safeq import SafeSupportQ, SupportKind, make_support_kind
+
+#: The SB3 algorithm SafeSupportQ is compared with, by support kind (``SupportKind.name``).
+BASELINES: dict[str, type] = {"mask": DQN, "box": SAC}
 
 
 def steps_per_second(algo: type, env_id: str, steps: int, seed: int, kwargs: dict[str, Any]) -> float:
@@ -44,14 +45,14 @@ def steps_per_second(algo: type, env_id: str, steps: int, seed: int, kwargs: dic
 
 
 def candidates(
-    is_box: bool,
+    support_kind: SupportKind,
     common: dict[str, Any],
     n_samples: list[int],
     actor_update_interval: int,
     share_target_draws: bool = False,
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """:return: the runs to compare, by name; the first one is the baseline"""
-    baseline = SAC if is_box else DQN
+    baseline = BASELINES[support_kind.name]
     # SafeSupportQ uses torch's fused Adam by default; the baseline is measured both as shipped and with it.
     fused = {**common, "policy_kwargs": {**common["policy_kwargs"], "optimizer_kwargs": {"fused": True}}}
     runs: dict[str, tuple[type, dict[str, Any]]] = {
@@ -59,7 +60,7 @@ def candidates(
         f"{baseline.__name__} + fused Adam": (baseline, fused),
     }
     safeq = {**common, "actor_update_interval": actor_update_interval}
-    if is_box:
+    if support_kind.samples_behavior:
         for n in n_samples:
             runs[f"SafeSupportQ N={n}"] = (SafeSupportQ, {**safeq, "n_behavior_samples": n})
             if share_target_draws:
@@ -78,7 +79,13 @@ def main() -> None:
     parser.add_argument("--train-freq", type=int, nargs="+", default=[4, 1], help="settings to compare")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--net-arch", type=int, nargs="+", default=[64, 64], help="hidden layers of every network")
-    parser.add_argument("--n-samples", type=int, nargs="+", default=[4, 16, 64], help="Box: n_behavior_samples")
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        nargs="+",
+        default=[4, 16, 64],
+        help="n_behavior_samples (Box)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small networks)")
     parser.add_argument(
         "--actor-update-interval", type=int, default=1, help="SafeSupportQ's actor_update_interval (1 = default)"
@@ -88,7 +95,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    is_box = isinstance(gym.make(args.env).action_space, spaces.Box)
+    support_kind = make_support_kind(gym.make(args.env).action_space)
 
     print(
         f"{args.env}; machine: {platform.processor() or platform.machine()}, torch {th.__version__}, "
@@ -104,7 +111,7 @@ def main() -> None:
             "gradient_steps": 1,
             "policy_kwargs": {"net_arch": list(args.net_arch)},
         }
-        runs = candidates(is_box, common, args.n_samples, args.actor_update_interval, args.share_target_draws)
+        runs = candidates(support_kind, common, args.n_samples, args.actor_update_interval, args.share_target_draws)
         baseline = next(iter(runs))
         speeds: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):

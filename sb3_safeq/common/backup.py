@@ -1,13 +1,21 @@
 """
-The KL-regularized (soft) Bellman backup of Safe-Support Q-Learning, for discrete actions.
+The KL-regularized (soft) Bellman backup of Safe-Support Q-Learning, shared by the support kinds.
 
 With temperature ``alpha > 0`` and behavior policy ``beta``::
 
-    V(s)        = alpha * log sum_a beta(a|s) exp(Q(s, a) / alpha)
+    V(s)        = alpha * log E_{a ~ beta(.|s)} exp(Q(s, a) / alpha)
     pi_Q(a|s)   ∝ beta(a|s) exp(Q(s, a) / alpha)
 
-``log beta`` is ``-inf`` outside the safe support, so both only ever put weight on safe actions.
+- over a finite action set (masks) ``V`` is exact, a log-sum-exp with ``log beta`` (``-inf`` outside the safe
+  support): :func:`soft_value`, :func:`soft_bellman_target`, and ``pi_Q`` a masked softmax (:func:`induced_logits`);
+- over continuous actions (boxes) it is estimated from ``N`` draws ``a_i ~ beta(.|s)`` as a log-mean-exp
+  (:func:`sampled_soft_value`; slightly pessimistic for finite ``N``), and ``pi_Q`` is sampled by reweighting the
+  draws with ``softmax(Q / alpha)``.
+
+Both only ever put weight on safe actions.
 """
+
+import math
 
 import torch as th
 
@@ -96,3 +104,14 @@ def soft_bellman_target(
     # so select instead of multiplying (0 * -inf would be NaN).
     next_values = th.where(dones > 0, th.zeros_like(next_values), next_values)
     return rewards + gamma * next_values
+
+
+def sampled_soft_value(q_values: th.Tensor, alpha: float) -> th.Tensor:
+    """
+    Soft state value ``alpha * log mean_i exp(Q(s, a_i) / alpha)`` from ``N`` draws ``a_i ~ beta(.|s)``.
+
+    :param q_values: Q-values of the draws, shape ``(batch, n_samples)``
+    :param alpha: temperature, > 0
+    :return: soft values, shape ``(batch, 1)``
+    """
+    return alpha * (th.logsumexp(q_values / alpha, dim=1, keepdim=True) - math.log(q_values.shape[1]))

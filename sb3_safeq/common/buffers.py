@@ -15,7 +15,8 @@ from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safeq.common.support_spec import SupportSpec, support_spec
+from sb3_safeq.common.supports.base import SupportKind
+from sb3_safeq.common.supports.factory import make_support_kind
 
 
 class SafeReplayBufferSamples(NamedTuple):
@@ -42,18 +43,9 @@ class SafeDictReplayBufferSamples(NamedTuple):
     next_supports: th.Tensor
 
 
-def support_shape_and_dtype(action_space: spaces.Space) -> tuple[tuple[int, ...], type]:
+class SupportStorage:
     """
-    :param action_space: the action space
-    :return: shape and dtype of the stored support of one observation: a boolean mask ``(n_actions,)`` for Discrete
-        actions, the box ``(2, action_dim)`` in ``[-1, 1]`` units (float32) for Box actions
-    """
-    return support_spec(action_space).storage_shape_and_dtype()
-
-
-class _SupportStorage:
-    """
-    Storage of the supports, shared by the flat and the Dict buffers.
+    Storage of the supports, shared by the flat and the Dict buffers (a mixin: subclass it before an SB3 buffer).
 
     SB3's ``_store_transition`` calls ``add`` without room for extra arrays, so the algorithm stages the supports of
     the next transition with :meth:`stage_supports` just before, in agent units (masks; boxes scaled to ``[-1, 1]``).
@@ -71,8 +63,8 @@ class _SupportStorage:
     _staged: tuple[np.ndarray, np.ndarray | None] | None
 
     def _init_supports(self) -> None:
-        self.support_spec: SupportSpec = support_spec(self.action_space)
-        shape, dtype = self.support_spec.storage_shape_and_dtype()
+        self.support_kind: SupportKind = make_support_kind(self.action_space)
+        shape, dtype = self.support_kind.storage_shape_and_dtype()
         self.supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
         self.next_supports = np.zeros((self.buffer_size, self.n_envs, *shape), dtype=dtype)
         self._staged = None
@@ -95,7 +87,7 @@ class _SupportStorage:
             )
         supports, next_supports = self._staged
         if next_supports is None:
-            next_supports = self.support_spec.to_agent(self.support_spec.from_infos(infos))
+            next_supports = self.support_kind.to_agent(self.support_kind.from_infos(infos))
         self.supports[self.pos] = supports
         self.next_supports[self.pos] = next_supports
         self._staged = None
@@ -106,7 +98,7 @@ class _SupportStorage:
         return supports, next_supports
 
 
-class SafeReplayBuffer(_SupportStorage, ReplayBuffer):
+class SafeReplayBuffer(SupportStorage, ReplayBuffer):
     """
     SB3's ``ReplayBuffer`` plus the safe support of every observation and next observation.
 
@@ -150,7 +142,7 @@ class SafeReplayBuffer(_SupportStorage, ReplayBuffer):
         )
 
 
-class SafeDictReplayBuffer(_SupportStorage, DictReplayBuffer):
+class SafeDictReplayBuffer(SupportStorage, DictReplayBuffer):
     """
     Dict-observation twin of :class:`SafeReplayBuffer`.
 

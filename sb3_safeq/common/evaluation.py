@@ -6,12 +6,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from sb3_safeq.common.bounds import SAFE_BOUNDS_METHOD
-from sb3_safeq.common.support import ACTION_MASKS_METHOD, COST_INFO_KEY
+from sb3_safeq.common.supports.base import COST_INFO_KEY
+from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.wrappers import SafetyWrapper
 
 
@@ -83,15 +82,12 @@ def evaluate_safe_policy(
     current_costs = np.zeros(n_envs)
     result = SafeEvaluation()
 
-    is_box = isinstance(env.action_space, spaces.Box)
+    support_kind = make_support_kind(env.action_space) if use_masks else None
     observations = env.reset()
     while (episode_counts < episode_targets).any():
         kwargs: dict[str, Any] = {"deterministic": deterministic}
-        if use_masks and is_box:
-            boxes = env.env_method(SAFE_BOUNDS_METHOD)
-            kwargs["safe_bounds"] = (np.stack([low for low, _ in boxes]), np.stack([high for _, high in boxes]))
-        elif use_masks:
-            kwargs["action_masks"] = np.stack(env.env_method(ACTION_MASKS_METHOD))
+        if support_kind is not None:
+            kwargs.update(support_kind.current_predict_kwargs(env))
         actions, _ = predict(observations, **kwargs)
         observations, rewards, dones, infos = env.step(actions)
         current_returns += rewards

@@ -7,11 +7,11 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from sb3_safeq.common.bounds import as_safe_bounds, empty_boxes
-from sb3_safeq.common.support import ACTION_MASKS_METHOD, COST_INFO_KEY, as_action_mask
-from sb3_safeq.common.support_spec import BoxSupport, support_spec
+from sb3_safeq.common.supports.base import COST_INFO_KEY
+from sb3_safeq.common.supports.box_utils import SAFE_BOUNDS_METHOD
+from sb3_safeq.common.supports.factory import make_support_kind
+from sb3_safeq.common.supports.mask_utils import ACTION_MASKS_METHOD
 
 #: Per-step ``info`` flags written by :class:`SafetyWrapper` (counted by the algorithm and the safety callback).
 OUT_OF_SUPPORT_INFO_KEY = "out_of_support"
@@ -102,16 +102,15 @@ class SafetyWrapper(gym.Wrapper):
         safe_bounds_fn: Callable[[gym.Env], Any] | str | None = None,
     ) -> None:
         super().__init__(env)
-        self.support = support_spec(env.action_space)
-        self.is_box = isinstance(self.support, BoxSupport)
-        source_fn = safe_bounds_fn if self.is_box else action_mask_fn
-        other_fn, other_name = (action_mask_fn, "action_mask_fn") if self.is_box else (safe_bounds_fn, "safe_bounds_fn")
-        if other_fn is not None:
-            raise ValueError(
-                f"{other_name} does not apply to the action space {env.action_space!r}: use action_mask_fn for "
-                "Discrete actions and safe_bounds_fn for Box actions."
-            )
-        self._support_fn = self._make_support_fn(env, source_fn)
+        self.support_kind = make_support_kind(env.action_space)
+        sources = {"action_mask_fn": action_mask_fn, "safe_bounds_fn": safe_bounds_fn}
+        for name, source in sources.items():
+            if name != self.support_kind.wrapper_argument and source is not None:
+                raise ValueError(
+                    f"{name} does not apply to the action space {env.action_space!r}: give its safe support with "
+                    f"{self.support_kind.wrapper_argument}."
+                )
+        self._support_fn = self._make_support_fn(env, sources[self.support_kind.wrapper_argument])
         self.shield = shield
         self.strict = strict
         self.counters = SafetyCounters()
@@ -122,7 +121,7 @@ class SafetyWrapper(gym.Wrapper):
 
     def _make_support_fn(self, env: gym.Env, source: Callable[[gym.Env], Any] | str | None) -> Callable[[], Any]:
         if source is None:
-            return self.support.find_method(env)
+            return self.support_kind.find_method(env)
         if isinstance(source, str):
             method = env.get_wrapper_attr(source)
             if not callable(method):
@@ -132,57 +131,45 @@ class SafetyWrapper(gym.Wrapper):
             return lambda: source(self.env)
         raise TypeError(f"The support source must be a callable, a method name or None, got {source!r}.")
 
-    @property
-    def n_actions(self) -> int:
-        """:return: number of discrete actions (Discrete action spaces only)"""
-        assert isinstance(self.env.action_space, spaces.Discrete)
-        return int(self.env.action_space.n)
-
     def _read_support(self) -> np.ndarray:
-        raw = self._support_fn()
-        if self.is_box:
-            assert isinstance(self.env.action_space, spaces.Box)
-            return as_safe_bounds(raw, self.env.action_space, source=f"{self.support.method_name}()")
-        return as_action_mask(raw, self.n_actions, source=f"{ACTION_MASKS_METHOD}()")
+        return self.support_kind.validate(self._support_fn(), source=f"{self.support_kind.method_name}()")
 
     def _current_support(self, name: str) -> np.ndarray:
         if self._support is None:
             raise RuntimeError(f"Call reset() before {name}(): the support belongs to the current observation.")
         return self._support
 
+    def _support_method_result(self, method_name: str) -> Any:
+        """:return: what the environment's support method ``method_name`` returns for the current observation"""
+        if method_name != self.support_kind.method_name:
+            raise AttributeError(
+                f"{method_name}() does not apply to the action space {self.env.action_space!r}: its safe support is "
+                f"given by {self.support_kind.method_name}()."
+            )
+        return self.support_kind.env_method_result(self._current_support(method_name))
+
     def action_masks(self) -> np.ndarray:
         """
         :return: the safe-action mask of the current observation (a copy; Discrete action spaces)
         """
-        if self.is_box:
-            raise AttributeError(
-                "action_masks() is for Discrete action spaces; this environment has Box actions: use "
-                "safe_action_bounds()."
-            )
-        return self._current_support("action_masks").copy()
+        return self._support_method_result(ACTION_MASKS_METHOD)
 
     def safe_action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """
         :return: ``(low, high)``, the safe box of the current observation (copies; Box action spaces). ``low > high``
             on some axis means no action is safe.
         """
-        if not self.is_box:
-            raise AttributeError(
-                "safe_action_bounds() is for Box action spaces; this environment has Discrete actions: use "
-                "action_masks()."
-            )
-        bounds = self._current_support("safe_action_bounds")
-        return bounds[0].copy(), bounds[1].copy()
+        return self._support_method_result(SAFE_BOUNDS_METHOD)
 
     def _is_empty(self, support: np.ndarray) -> bool:
-        return bool(empty_boxes(support)) if self.is_box else not support.any()
+        return bool(self.support_kind.empty(support))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         self._support = self._read_support()
         self._episode_cost = 0.0
         self._episode_unsafe = 0
-        info[self.support.info_key] = self._support.copy()
+        info[self.support_kind.info_key] = self._support.copy()
         if self._is_empty(self._support):
             self.counters.empty_support_states += 1
             info[EMPTY_SUPPORT_INFO_KEY] = True
@@ -190,21 +177,10 @@ class SafetyWrapper(gym.Wrapper):
 
     def _check_action(self, action: Any, support: np.ndarray) -> tuple[Any, bool, bool]:
         """:return: the action to take (shielded or not), whether it was out of support, whether it was shielded"""
-        empty = self._is_empty(support)
-        if self.is_box:
-            # Compared in float64: rounding a float64 action to the box's float32 first could hide an excess.
-            values = np.asarray(action, dtype=np.float64).reshape(support.shape[1:])
-            inside = bool(np.all((values >= support[0]) & (values <= support[1])))  # False for NaN
-            if inside or not self.shield or empty:
-                return action, not inside, False
-            midpoint = (support[0] + support[1]) / 2
-            in_box = np.where(np.isnan(values), midpoint, values).astype(support.dtype)
-            return np.minimum(np.maximum(in_box, support[0]), support[1]), True, True
-        action_index = int(np.asarray(action).reshape(-1)[0])
-        inside = 0 <= action_index < self.n_actions and bool(support[action_index])
-        if inside or not self.shield or empty:
+        inside = self.support_kind.contains(action, support)
+        if inside or not self.shield or self._is_empty(support):
             return action, not inside, False
-        return int(self.np_random.choice(np.flatnonzero(support))), True, True
+        return self.support_kind.shield(action, support, self.np_random), True, True
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         support = self._current_support("step")
@@ -241,7 +217,7 @@ class SafetyWrapper(gym.Wrapper):
             self.counters.empty_support_states += 1
 
         info[COST_INFO_KEY] = cost
-        info[self.support.info_key] = self._support.copy()
+        info[self.support_kind.info_key] = self._support.copy()
         info[OUT_OF_SUPPORT_INFO_KEY] = out_of_support
         info[SHIELDED_INFO_KEY] = shielded
         info[EMPTY_SUPPORT_INFO_KEY] = empty_support

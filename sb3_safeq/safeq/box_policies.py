@@ -17,16 +17,16 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_safeq.common import squashed_box
-from sb3_safeq.common.bounds import BoxScaler, as_safe_bounds, clip_into, empty_box_message, empty_boxes
-from sb3_safeq.common.support import EmptySupportError
+from sb3_safeq.common.supports import squashed_box
+from sb3_safeq.common.supports.box import BoxSupport
+from sb3_safeq.common.supports.box_utils import clip_into, full_boxes
 from sb3_safeq.safeq.policies import observation_batch, optimizer_kwargs_with_defaults, split_net_arch
 
 
 class SquashedBoxActor(BasePolicy):
     """
     The extraction policy for ``Box`` actions: a Gaussian over ``u`` squashed into the state's safe box
-    (:mod:`sb3_safeq.common.squashed_box`), so its actions never leave the box.
+    (:mod:`sb3_safeq.common.supports.squashed_box`), so its actions never leave the box.
 
     :param observation_space: observation space
     :param action_space: action space
@@ -88,7 +88,9 @@ class SquashedBoxActor(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         batch = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
-        return self.action(observation, full_boxes(batch, self.action_space, self.device), deterministic)
+        return self.action(
+            observation, full_boxes(batch, get_action_dim(self.action_space), self.device), deterministic
+        )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -101,29 +103,6 @@ class SquashedBoxActor(BasePolicy):
             }
         )
         return data
-
-
-def full_boxes(batch: int, action_space: spaces.Box, device: th.device) -> th.Tensor:
-    """:return: the whole action space ``[-1, 1]`` as agent-unit boxes ``(batch, 2, action_dim)``"""
-    action_dim = get_action_dim(action_space)
-    box = th.stack([-th.ones(action_dim, device=device), th.ones(action_dim, device=device)])
-    return box.expand(batch, 2, action_dim)
-
-
-def q_values_of_samples(critic: ContinuousCritic, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-    """
-    Q-values of several actions per observation, extracting each observation's features once.
-
-    :param critic: the (twin) critic
-    :param obs: observations, batch ``B``
-    :param actions: ``(B, N, action_dim)``
-    :return: ``(n_critics, B, N)``
-    """
-    batch, n_samples, _ = actions.shape
-    features = critic.extract_features(obs, critic.features_extractor)
-    features = features.unsqueeze(1).expand(batch, n_samples, features.shape[-1])
-    inputs = th.cat([features, actions], dim=-1).reshape(batch * n_samples, -1)
-    return th.stack([q_net(inputs).reshape(batch, n_samples) for q_net in critic.q_networks])
 
 
 class BoxSafeSupportQPolicy(BasePolicy):
@@ -183,7 +162,8 @@ class BoxSafeSupportQPolicy(BasePolicy):
         self.qf_arch, self.pi_arch = split_net_arch(net_arch)
         self.activation_fn = activation_fn
         self.n_critics = n_critics
-        self.scaler = BoxScaler(action_space)
+        self.support_kind = BoxSupport(action_space)
+        self.scaler = self.support_kind.scaler
         self._build(lr_schedule)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -221,27 +201,6 @@ class BoxSafeSupportQPolicy(BasePolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self.actor._predict(observation, deterministic)
 
-    def _bounds_to_agent(self, safe_bounds: Any, n_obs: int) -> tuple[np.ndarray, np.ndarray]:
-        """:return: the boxes in action units and in agent units, each ``(n_obs, 2, action_dim)``"""
-        low, high = safe_bounds if isinstance(safe_bounds, tuple) else (None, None)
-        if low is not None:
-            low_array = np.asarray(low, dtype=np.float64).reshape(-1, *self.action_space.shape)
-            high_array = np.asarray(high, dtype=np.float64).reshape(-1, *self.action_space.shape)
-            boxes = np.stack([low_array, high_array], axis=1)
-        else:
-            boxes = np.asarray(safe_bounds, dtype=np.float64).reshape(-1, 2, *self.action_space.shape)
-        if boxes.shape[0] != n_obs:
-            raise ValueError(
-                f"safe_bounds holds {boxes.shape[0]} boxes for {n_obs} observations: give (low, high) with low and "
-                f"high of shape ({n_obs}, {self.action_space.shape[0]}) (or of the action shape for one observation)."
-            )
-        env_boxes = np.stack([as_safe_bounds(box, self.action_space, source="safe_bounds") for box in boxes])
-        if empty_boxes(env_boxes).any():
-            raise EmptySupportError(
-                empty_box_message("An observation passed to predict()") + " (safe_bounds has low > high.)"
-            )
-        return env_boxes, self.scaler.to_agent(env_boxes)
-
     def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
@@ -269,7 +228,7 @@ class BoxSafeSupportQPolicy(BasePolicy):
                 agent_actions = self.actor._predict(obs_tensor, deterministic).cpu().numpy()
             actions = np.clip(self.scaler.to_env(agent_actions), self.action_space.low, self.action_space.high)
         else:
-            env_boxes, agent_boxes = self._bounds_to_agent(safe_bounds, n_obs)
+            env_boxes, agent_boxes = self.support_kind.predict_supports(safe_bounds, n_obs)
             with th.no_grad():
                 boxes = th.as_tensor(agent_boxes, device=self.device)
                 agent_actions = self.actor.action(obs_tensor, boxes, deterministic).cpu().numpy()

@@ -17,7 +17,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-from sb3_safeq.common.support import EmptySupportError, empty_support_message
+from sb3_safeq.common.supports.mask import MaskSupport
 
 
 class CategoricalActor(BasePolicy):
@@ -199,6 +199,7 @@ class SafeSupportQPolicy(BasePolicy):
         self.net_arch = net_arch
         self.activation_fn = activation_fn
         self.qf_arch, self.pi_arch = split_net_arch(net_arch)
+        self.support_kind = MaskSupport(action_space)
         self._build(lr_schedule)
 
     def _net_args(self, net_arch: list[int]) -> dict[str, Any]:
@@ -226,6 +227,16 @@ class SafeSupportQPolicy(BasePolicy):
             self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs
         )
 
+    @property
+    def critic(self) -> QNetwork:
+        """The Q-network, ``Q(s, .)`` of every action (the name every support kind's critic has)."""
+        return self.q_net
+
+    @property
+    def critic_target(self) -> QNetwork:
+        """The target Q-network."""
+        return self.q_net_target
+
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
 
@@ -245,19 +256,6 @@ class SafeSupportQPolicy(BasePolicy):
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: th.Tensor | None = None
     ) -> th.Tensor:
         return select_action(self.action_logits(observation, action_masks), deterministic)
-
-    def _masks_to_tensor(self, action_masks: np.ndarray, n_obs: int) -> th.Tensor:
-        n_actions = int(self.action_space.n)
-        masks = np.asarray(action_masks)
-        if masks.size != n_obs * n_actions:
-            raise ValueError(
-                f"action_masks has {masks.size} entries, expected {n_obs} x {n_actions} (one boolean per action "
-                "for each observation)."
-            )
-        masks = masks.reshape(n_obs, n_actions).astype(bool)
-        if not masks.any(axis=1).all():
-            raise EmptySupportError(empty_support_message("An observation passed to predict()"))
-        return th.as_tensor(masks, device=self.device)
 
     def predict(
         self,
@@ -280,7 +278,9 @@ class SafeSupportQPolicy(BasePolicy):
         """
         self.set_training_mode(False)
         obs_tensor, vectorized_env, n_obs = observation_batch(self, observation)
-        masks = None if action_masks is None else self._masks_to_tensor(action_masks, n_obs)
+        masks = None
+        if action_masks is not None:
+            masks = th.as_tensor(self.support_kind.predict_supports(action_masks, n_obs)[1], device=self.device)
         with th.no_grad():
             actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=masks)
         actions_np = actions.cpu().numpy().reshape((-1, *self.action_space.shape))

@@ -17,23 +17,14 @@ from stable_baselines3.common.utils import ConstantSchedule, get_parameters_by_n
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from sb3_safeq.common import squashed_box
-from sb3_safeq.common.backup import induced_log_probs, induced_logits, soft_bellman_target
-from sb3_safeq.common.behavior import BehaviorPolicy, DiscreteBehaviorPolicy, make_behavior
-from sb3_safeq.common.bounds import BoxScaler, clip_into
-from sb3_safeq.common.box_behavior import POINT_WIDTH, clamp_into
-from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer, _SupportStorage
+from sb3_safeq.common.behaviors.base import BehaviorPolicy
+from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer, SupportStorage
 from sb3_safeq.common.callbacks import record_safety
-from sb3_safeq.common.support import EmptySupportError, MissingSupportError
-from sb3_safeq.common.support_spec import SupportSpec, support_spec
+from sb3_safeq.common.supports.base import InducedStep, SupportKind
+from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
+from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
-from sb3_safeq.safeq.box_policies import (
-    BoxCnnPolicy,
-    BoxMlpPolicy,
-    BoxMultiInputPolicy,
-    BoxSafeSupportQPolicy,
-    q_values_of_samples,
-)
+from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMlpPolicy, BoxMultiInputPolicy, BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
@@ -41,15 +32,15 @@ SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
 EXPLORATION_MODES = ("behavior", "induced", "mixture")
 EXTRACTIONS = ("forward_kl", "reverse_kl")
 LOSSES = ("huber", "mse")
-# The policy names resolve to the discrete classes before the action space is known; Box swaps them here.
-_BOX_POLICY_OF = {MlpPolicy: BoxMlpPolicy, CnnPolicy: BoxCnnPolicy, MultiInputPolicy: BoxMultiInputPolicy}
-# Actor statistic logged after each update, by action-space kind and extraction.
-_ACTOR_STAT_NAMES = {
-    (False, "forward_kl"): "actor_kl",  # KL(pi_Q || pi), exact
-    (False, "reverse_kl"): "actor_kl",  # KL(pi || pi_Q), exact
-    (True, "forward_kl"): "behavior_weights_ess",  # effective sample size of the weights / n_behavior_samples
-    (True, "reverse_kl"): "actor_kl_to_behavior",  # KL(pi || beta), one-sample estimate
+#: The policy class behind each policy name, by support kind (``SupportKind.name``): the names resolve to the first
+#: column before the action space is known, and to their kind's class in ``_setup_model``. A new kind adds a column.
+POLICY_VARIANTS: dict[type[BasePolicy], dict[str, type[BasePolicy]]] = {
+    MlpPolicy: {"mask": MlpPolicy, "box": BoxMlpPolicy},
+    CnnPolicy: {"mask": CnnPolicy, "box": BoxCnnPolicy},
+    MultiInputPolicy: {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy},
 }
+#: The base class of the policies of each support kind (a user's own policy class subclasses it).
+POLICY_BASES: dict[str, type[BasePolicy]] = {"mask": SafeSupportQPolicy, "box": BoxSafeSupportQPolicy}
 
 
 class SafeSupportQ(OffPolicyAlgorithm):
@@ -148,7 +139,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: SafeSupportQPolicy | BoxSafeSupportQPolicy
-    support: SupportSpec
+    support_kind: SupportKind
     behavior_policy: BehaviorPolicy
     alpha_schedule: Schedule
 
@@ -197,7 +188,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
                 f"n_behavior_samples={n_behavior_samples!r} must be an integer >= 1 (draws from the behavior policy "
                 "per state; 16 is a good start)."
             )
-        if replay_buffer_class is not None and not issubclass(replay_buffer_class, _SupportStorage):
+        if replay_buffer_class is not None and not issubclass(replay_buffer_class, SupportStorage):
             raise ValueError(
                 f"replay_buffer_class={replay_buffer_class.__name__} does not store safe supports. Use "
                 "sb3_safeq.SafeReplayBuffer / SafeDictReplayBuffer (the default), or a subclass of them."
@@ -256,67 +247,51 @@ class SafeSupportQ(OffPolicyAlgorithm):
         :param monitor_wrapper: whether to add a ``Monitor`` wrapper
         :return: the vectorised environment
         """
-        spec = support_spec(env.action_space)  # raises a clear error for unsupported action spaces
+        kind = make_support_kind(env.action_space)  # raises a clear error for unsupported action spaces
         if isinstance(env, VecEnv):
             if not all(env.env_is_wrapped(SafetyWrapper)):
-                has_support = env.has_attr(spec.method_name)
+                has_support = env.has_attr(kind.method_name)
                 raise MissingSupportError(
                     "SafeSupportQ needs every sub-environment of a VecEnv wrapped with sb3_safeq.SafetyWrapper, "
                     "which carries the support of terminal observations through the auto-reset. "
                     + (
-                        f"Your environments have {spec.method_name}(), so build the VecEnv with "
+                        f"Your environments have {kind.method_name}(), so build the VecEnv with "
                         "`make_vec_env(env_id, wrapper_class=SafetyWrapper)`."
                         if has_support
-                        else f"Your environments also lack a `{spec.method_name}()` method giving the safe actions."
+                        else f"Your environments also lack a `{kind.method_name}()` method giving the safe actions."
                     )
                 )
         elif not is_wrapped(env, SafetyWrapper):
-            spec.find_method(env)  # raises a clear error when the environment exposes no support at all
+            kind.find_method(env)  # raises a clear error when the environment exposes no support at all
             if verbose >= 1:
                 print("Wrapping the env with a `SafetyWrapper`")
             env = SafetyWrapper(env)
         return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
-    @property
-    def _scaler(self) -> BoxScaler:
-        """The map between action units and ``[-1, 1]`` (Box actions)."""
-        assert isinstance(self.policy, BoxSafeSupportQPolicy)
-        return self.policy.scaler
-
-    @property
-    def _discrete_behavior(self) -> DiscreteBehaviorPolicy:
-        """The behavior policy, with its full table of log-probabilities (Discrete actions)."""
-        assert isinstance(self.behavior_policy, DiscreteBehaviorPolicy)
-        return self.behavior_policy
-
-    @property
-    def is_box(self) -> bool:
-        """:return: whether the actions are continuous (``Box``), with safe boxes as supports"""
-        return isinstance(self.action_space, spaces.Box)
-
     def _setup_model(self) -> None:
-        self.support = support_spec(self.action_space)
-        self._check_policy_class()
+        self.support_kind = make_support_kind(self.action_space)
+        self._resolve_policy_class()
         if self.replay_buffer_class is None:
             dict_obs = isinstance(self.observation_space, spaces.Dict)
             self.replay_buffer_class = SafeDictReplayBuffer if dict_obs else SafeReplayBuffer
         super()._setup_model()
         self._create_aliases()
-        self.behavior_policy = make_behavior(self.behavior, self.action_space)
+        self.behavior_policy = self.support_kind.make_behavior(self.behavior)
         self.alpha_schedule = self.alpha if callable(self.alpha) else ConstantSchedule(float(self.alpha))
-        self._actor_stat_name = _ACTOR_STAT_NAMES[(self.is_box, self.extraction)]
+        self._actor_stat_name = self.support_kind.actor_stat_name(self.extraction)
         # Parameter lists of the target update, built once: it runs after every gradient step.
-        online, target = (self.critic, self.critic_target) if self.is_box else (self.q_net, self.q_net_target)
-        self._online_parameters: list[th.Tensor] = list(online.parameters())
-        self._target_parameters: list[th.Tensor] = list(target.parameters())
-        self._online_buffers = get_parameters_by_name(online, ["running_"])
-        self._target_buffers = get_parameters_by_name(target, ["running_"])
+        self._online_parameters: list[th.Tensor] = list(self.critic.parameters())
+        self._target_parameters: list[th.Tensor] = list(self.critic_target.parameters())
+        self._online_buffers = get_parameters_by_name(self.critic, ["running_"])
+        self._target_buffers = get_parameters_by_name(self.critic_target, ["running_"])
 
-    def _check_policy_class(self) -> None:
-        """Swap the policy names' Discrete classes for their Box twins, and refuse a class of the wrong kind."""
-        if self.is_box:
-            self.policy_class = _BOX_POLICY_OF.get(self.policy_class, self.policy_class)  # type: ignore[arg-type]
-        expected = BoxSafeSupportQPolicy if self.is_box else SafeSupportQPolicy
+    def _resolve_policy_class(self) -> None:
+        """Give the policy names their support kind's class, and refuse a class of another kind."""
+        kind_name = self.support_kind.name
+        variants = POLICY_VARIANTS.get(self.policy_class)  # type: ignore[call-overload]
+        if variants is not None:
+            self.policy_class = variants[kind_name]  # type: ignore[assignment]
+        expected = POLICY_BASES[kind_name]
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, expected)):
             raise ValueError(
                 f"The policy class {self.policy_class!r} does not fit the action space {self.action_space!r}: use "
@@ -324,13 +299,10 @@ class SafeSupportQ(OffPolicyAlgorithm):
             )
 
     def _create_aliases(self) -> None:
+        # Every kind's policy has a critic, its target and the extraction head (the actor) under these names.
         self.actor = self.policy.actor
-        if isinstance(self.policy, BoxSafeSupportQPolicy):
-            self.critic = self.policy.critic
-            self.critic_target = self.policy.critic_target
-        else:
-            self.q_net = self.policy.q_net
-            self.q_net_target = self.policy.q_net_target
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
 
     def current_alpha(self) -> float:
         """
@@ -346,11 +318,11 @@ class SafeSupportQ(OffPolicyAlgorithm):
     def _query_supports(self, indices: list[int] | None = None) -> np.ndarray:
         """:return: raw supports of the current observations of the given environments, read from the envs"""
         assert self.env is not None
-        return self.support.stack(self.env.env_method(self.support.method_name, indices=indices))
+        return self.support_kind.stack(self.env.env_method(self.support_kind.method_name, indices=indices))
 
     def _set_last_supports(self, raw_supports: np.ndarray) -> None:
         self._last_raw_supports = raw_supports
-        self._last_supports = self.support.to_agent(raw_supports)
+        self._last_supports = self.support_kind.to_agent(raw_supports)
 
     def _setup_learn(
         self,
@@ -391,13 +363,12 @@ class SafeSupportQ(OffPolicyAlgorithm):
         policy ``pi_Q``, or from a mixture: all supported on the current safe supports, never
         ``action_space.sample()``.
 
-        :return: the actions for the environment and the actions to store (scaled to ``[-1, 1]`` for Box)
+        :return: the actions for the environment and the actions to store (in agent units)
         """
         assert self._last_obs is not None and self._last_raw_supports is not None
-        empty = self.support.empty(self._last_raw_supports)
-        if empty.any():
-            where = f"The current state of environment {int(np.flatnonzero(empty)[0])}"
-            raise EmptySupportError(self.support.empty_message(where))
+        assert self._last_supports is not None
+        kind = self.support_kind
+        kind.check_not_empty(self._last_raw_supports, "The current state of environment {index}")
         if self.num_timesteps < learning_starts or self.exploration == "behavior":
             use_induced = np.zeros(n_envs, dtype=bool)
         elif self.exploration == "induced":
@@ -406,49 +377,73 @@ class SafeSupportQ(OffPolicyAlgorithm):
             use_induced = np.random.random(n_envs) < self.mixture_weight
 
         observations = self._batched_obs_tensor(self._last_obs)
-        if self.is_box:
-            return self._sample_box_action(observations, use_induced)
-        actions = np.zeros(n_envs, dtype=np.int64)
-        if not use_induced.all():
-            actions = self.behavior_policy.act(observations, self._last_raw_supports)
+        actions = None if use_induced.all() else self.behavior_policy.act(observations, self._last_raw_supports)
         if use_induced.any():
-            assert self._last_supports is not None
-            with th.no_grad():
-                masks = th.as_tensor(self._last_supports, device=self.device)
-                log_behavior = self._discrete_behavior.log_probs(observations, masks)
-                logits = induced_logits(self.q_net(observations), log_behavior, self.current_alpha())
-                induced_actions = th.distributions.Categorical(logits=logits).sample().cpu().numpy()
-            actions = np.where(use_induced, induced_actions, actions)
-        return actions, actions
+            supports = th.as_tensor(self._last_supports, device=self.device)
+            step = kind.induced_step(self, observations, supports, self.current_alpha(), deterministic=False)
+            induced_actions = kind.actions_to_env(step.actions)
+            if actions is None:
+                actions = induced_actions
+            else:
+                # One flag per environment, broadcast over the action's own axes.
+                chosen = use_induced.reshape(-1, *([1] * (induced_actions.ndim - 1)))
+                actions = np.where(chosen, induced_actions, actions)
+        actions = kind.clip_actions(actions, self._last_raw_supports)
+        return actions, kind.actions_to_agent(actions)
 
-    def _sample_box_action(self, observations: PyTorchObs, use_induced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assert self._last_raw_supports is not None and self._last_supports is not None
-        raw_boxes = self._last_raw_supports
-        actions = np.zeros(raw_boxes[:, 0].shape, dtype=raw_boxes.dtype)
-        if not use_induced.all():
-            actions = self.behavior_policy.act(observations, raw_boxes)
-        if use_induced.any():
-            boxes = th.as_tensor(self._last_supports, device=self.device)
-            induced_actions = self._scaler.to_env(self._induced_box_actions(observations, boxes).cpu().numpy())
-            actions = np.where(use_induced[:, None], induced_actions, actions)
-        # Clipping into the box as the environment gave it makes the unit conversions' rounding harmless.
-        actions = clip_into(actions, raw_boxes)
-        return actions, self._scaler.to_agent(actions)
-
-    def _induced_box_actions(self, observations: PyTorchObs, boxes: th.Tensor) -> th.Tensor:
+    def induced_policy(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+        safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+    ) -> InducedStep:
         """
-        Sample ``pi_Q`` by importance resampling: ``n_behavior_samples`` draws from ``beta``, one picked with
-        probability ``softmax(Q / alpha)``. Same support as ``beta``.
+        Act with the induced policy ``pi_Q ∝ beta * exp(Q / alpha)`` (same support as ``beta``, so as safe), the
+        policy the critic is the soft value of. Discrete actions: the exact masked softmax (its mode when
+        deterministic). Box actions: importance resampling of ``n_behavior_samples`` draws from ``beta`` with weights
+        ``softmax(Q / alpha)`` (deterministic: the draw with the highest Q).
 
-        :param observations: observations
-        :param boxes: safe boxes in agent units
-        :return: one action per observation, agent units
+        :param observation: a batch of observations (or one observation)
+        :param deterministic: take the mode instead of sampling
+        :param action_masks: Discrete actions: the safe-action masks of the observations
+        :param safe_bounds: Box actions: the safe boxes ``(low, high)`` of the observations, in action units
+        :return: the actions in environment units (inside the supports as given), their Q-values, the KL of
+            ``pi_Q`` to ``beta`` at each observation and, for Discrete actions, ``log pi_Q`` of every action (all
+            numpy, one row per observation)
         """
+        kind = self.support_kind
+        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        if supports is None:
+            raise ValueError(
+                f"The induced policy needs the safe supports of the observations ({kind.predict_keyword}=)."
+            )
+        self.policy.set_training_mode(False)
+        observations, _ = self.policy.obs_to_tensor(observation)
+        n_obs = next(iter(observations.values())).shape[0] if isinstance(observations, dict) else observations.shape[0]
+        raw_supports, agent_supports = kind.predict_supports(supports, n_obs)
+        step = kind.induced_step(
+            self, observations, th.as_tensor(agent_supports, device=self.device), self.current_alpha(), deterministic
+        )
+        actions = kind.clip_actions(kind.actions_to_env(step.actions), raw_supports)
+        return InducedStep(
+            actions=actions.astype(self.action_space.dtype),
+            q_values=step.q_values.cpu().numpy(),
+            kl=step.kl.cpu().numpy(),
+            log_probs=None if step.log_probs is None else step.log_probs.cpu().numpy(),
+        )
+
+    def critic_values(self, observation: np.ndarray | dict[str, np.ndarray], actions: np.ndarray) -> np.ndarray:
+        """
+        :param observation: a batch of observations
+        :param actions: one action per observation, in environment units
+        :return: the (first) critic's ``Q̂(s, a)`` of each, the soft value of taking ``a`` in ``s`` and then following
+            ``pi_Q`` (numpy, ``(batch,)``)
+        """
+        self.policy.set_training_mode(False)
+        observations, _ = self.policy.obs_to_tensor(observation)
         with th.no_grad():
-            samples = self._behavior_samples(observations, boxes, self.n_behavior_samples)
-            q_values = self._reduce_twins(q_values_of_samples(self.critic, observations, samples))
-            choice = th.distributions.Categorical(logits=q_values / self.current_alpha()).sample()
-            return samples[th.arange(samples.shape[0], device=samples.device), choice]
+            return self.support_kind.critic_values(self.policy, observations, actions).cpu().numpy()
 
     def _store_transition(
         self,
@@ -460,17 +455,17 @@ class SafeSupportQ(OffPolicyAlgorithm):
         infos: list[dict[str, Any]],
     ) -> None:
         """Store the transition with the supports of the observation and of the (terminal) next observation."""
-        next_raw_supports = self.support.from_infos(infos)
+        kind = self.support_kind
+        next_raw_supports = kind.from_infos(infos)
         self.safety_counters.update_from_infos(infos)
         terminated = dones & ~np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
-        stuck = ~terminated & self.support.empty(next_raw_supports)
+        stuck = ~terminated & kind.empty(next_raw_supports)
         if stuck.any():
             # A non-terminal state without safe action: its soft value is -inf and no safe policy can go on.
-            where = f"A state reached by environment {int(np.flatnonzero(stuck)[0])}"
-            raise EmptySupportError(self.support.empty_message(where))
+            raise EmptySupportError(kind.empty_message(f"A state reached by environment {np.flatnonzero(stuck)[0]}"))
 
-        assert isinstance(replay_buffer, _SupportStorage) and self._last_supports is not None
-        next_supports = self.support.to_agent(next_raw_supports)
+        assert isinstance(replay_buffer, SupportStorage) and self._last_supports is not None
+        next_supports = kind.to_agent(next_raw_supports)
         replay_buffer.stage_supports(self._last_supports, next_supports)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
@@ -505,13 +500,9 @@ class SafeSupportQ(OffPolicyAlgorithm):
             ``env.safe_action_bounds()``); with it the action is always inside the box
         :return: the action and the (unchanged) state
         """
-        if isinstance(self.policy, BoxSafeSupportQPolicy):
-            if action_masks is not None:
-                raise ValueError("action_masks are for Discrete actions; for Box actions pass safe_bounds=(low, high).")
-            return self.policy.predict(observation, state, episode_start, deterministic, safe_bounds=safe_bounds)
-        if safe_bounds is not None:
-            raise ValueError("safe_bounds are for Box actions; for Discrete actions pass action_masks.")
-        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+        kind = self.support_kind
+        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        return self.policy.predict(observation, state, episode_start, deterministic, **{kind.predict_keyword: supports})
 
     # ---------------------------------------------------------------- learning
 
@@ -519,6 +510,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate([self.policy.critic_optimizer, self.policy.actor_optimizer])
         alpha = self.current_alpha()
+        kind = self.support_kind
         critic_parameters = self._online_parameters
         # Statistics stay tensors until the end: one host synchronisation per call, not per gradient step.
         critic_stats = th.zeros(2, device=self.device)
@@ -528,8 +520,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             update_actor = (self._n_updates + step + 1) % self.actor_update_interval == 0
-            losses = self._box_losses if self.is_box else self._discrete_losses
-            critic_loss, q_mean, actor_terms = losses(data, alpha, update_actor)
+            critic_loss, q_mean, actor_terms = kind.losses(self, data, alpha, update_actor)
 
             # The actor's loss shares the backward pass when it does not depend on the critic's parameters.
             loss = critic_loss if actor_terms is None else critic_loss + actor_terms[0]
@@ -542,9 +533,9 @@ class SafeSupportQ(OffPolicyAlgorithm):
             critic_stats += th.stack([critic_loss.detach(), q_mean])
             if update_actor:
                 if actor_terms is None:
-                    # Reverse KL on Box actions differentiates through the (just updated) critic, as SAC does; the
+                    # An extraction that differentiates through the (just updated) critic, as SAC does; the
                     # critic's gradients this leaves behind are cleared before its next step.
-                    actor_terms = self._box_reverse_kl_loss(data, alpha)
+                    actor_terms = kind.actor_loss_after_critic_step(self, data, alpha)
                     actor_terms[0].backward()
                 th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
                 self.policy.actor_optimizer.step()
@@ -564,131 +555,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.logger.record("train/q_values", q_mean_value)
         self.logger.record("train/alpha", alpha)
 
-    def _discrete_losses(
-        self, data: Any, alpha: float, update_actor: bool
-    ) -> tuple[th.Tensor, th.Tensor, tuple[th.Tensor, th.Tensor] | None]:
-        """
-        :return: the critic loss, the mean Q-value (detached) and, when the actor is updated, its loss and statistic
-        """
-        with th.no_grad():
-            next_q_values = self.q_net_target(data.next_observations)
-            next_log_behavior = self._discrete_behavior.log_probs(data.next_observations, data.next_supports)
-            targets = soft_bellman_target(data.rewards, data.dones, next_q_values, next_log_behavior, alpha, self.gamma)
-        q_values = self.q_net(data.observations)
-        current_q = th.gather(q_values, dim=1, index=data.actions.long())
-        critic_loss = self._critic_loss(current_q, targets)
-        if not update_actor:
-            return critic_loss, current_q.detach().mean(), None
-
-        # The target pi_Q is detached, so the actor's loss touches only the actor's parameters.
-        with th.no_grad():
-            log_behavior = self._discrete_behavior.log_probs(data.observations, data.supports)
-            target_log_probs = induced_log_probs(q_values.detach(), log_behavior, alpha)
-            target_probs = target_log_probs.exp()
-        logits = self.actor(data.observations)
-        if self.extraction == "forward_kl":
-            # Cross-entropy of the full softmax to pi_Q (zero outside the support): the unmasked head also learns to
-            # avoid unsafe actions.
-            target_entropy = -(target_probs * target_log_probs.masked_fill(target_probs == 0, 0.0)).sum(-1)
-            cross_entropy = -(target_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-            actor_loss = cross_entropy.mean()
-            kl = (cross_entropy - target_entropy).mean().detach()
-        else:
-            # KL(pi || pi_Q) over the support: the masked softmax of the head (outside the mask pi_Q is zero).
-            masked_log_probs = F.log_softmax(logits.masked_fill(~data.supports, -th.inf), dim=-1)
-            probs = masked_log_probs.exp()
-            log_ratio = (masked_log_probs - target_log_probs).masked_fill(~data.supports, 0.0)
-            actor_loss = (probs * log_ratio).sum(dim=-1).mean()
-            kl = actor_loss.detach()
-        return critic_loss, current_q.detach().mean(), (actor_loss, kl)
-
-    def _reduce_twins(self, q_values: th.Tensor) -> th.Tensor:
-        """:param q_values: ``(n_critics, ...)`` :return: their minimum (``twin_min``) or mean"""
-        return q_values.min(dim=0).values if self.twin_min else q_values.mean(dim=0)
-
-    def _behavior_samples(self, observations: PyTorchObs, boxes: th.Tensor, n_samples: int) -> th.Tensor:
-        """
-        :param observations: observations
-        :param boxes: safe boxes in agent units ``(batch, 2, action_dim)``, non-empty
-        :param n_samples: draws per observation
-        :return: draws from ``beta`` in agent units, ``(batch, n_samples, action_dim)``
-        """
-        scaler = self._scaler
-        env_samples = self.behavior_policy.sample(observations, scaler.to_env_tensor(boxes), n_samples)
-        return clamp_into(scaler.to_agent_tensor(env_samples), boxes)
-
-    def _box_losses(
-        self, data: Any, alpha: float, update_actor: bool
-    ) -> tuple[th.Tensor, th.Tensor, tuple[th.Tensor, th.Tensor] | None]:
-        """
-        :return: the critic loss, the mean Q-value (detached) and, for the forward-KL extraction when the actor is
-            updated, its loss and statistic (the reverse-KL loss needs the updated critic: computed after its step)
-        """
-        n_samples = self.n_behavior_samples
-        with th.no_grad():
-            # A terminal next state may have an empty box: its value is multiplied by 0, any box does to sample.
-            next_boxes = _fill_empty_boxes(data.next_supports)
-            next_actions = self._behavior_samples(data.next_observations, next_boxes, n_samples)
-            next_q = self._reduce_twins(q_values_of_samples(self.critic_target, data.next_observations, next_actions))
-            # V(s') = alpha * log mean_i exp(Q(s', a_i) / alpha), a_i ~ beta(.|s')
-            next_values = alpha * (th.logsumexp(next_q / alpha, dim=1, keepdim=True) - math.log(n_samples))
-            targets = data.rewards + (1.0 - data.dones) * self.gamma * next_values
-        current_q = self.critic(data.observations, data.actions)
-        critic_loss = sum(self._critic_loss(q, targets) for q in current_q)
-        assert isinstance(critic_loss, th.Tensor)
-        q_mean = current_q[0].detach().mean()
-        if not update_actor or self.extraction == "reverse_kl":
-            return critic_loss, q_mean, None
-
-        if self.share_target_draws:
-            # pi_Q at s' by importance resampling of the target's own draws: softmax(Q_target / alpha).
-            observations, boxes, samples, sample_q = data.next_observations, next_boxes, next_actions, next_q
-            live = 1.0 - data.dones[:, 0]  # a terminal s' has no action to learn (and maybe no box)
-        else:
-            observations, boxes = data.observations, data.supports
-            with th.no_grad():
-                samples = self._behavior_samples(observations, boxes, n_samples)
-                sample_q = self._reduce_twins(q_values_of_samples(self.critic, observations, samples))
-            live = th.ones(samples.shape[0], device=samples.device)
-        with th.no_grad():
-            weights = th.softmax(sample_q / alpha, dim=1)
-            n_live = live.sum().clamp(min=1.0)
-            effective_fraction = ((1.0 / (weights**2).sum(dim=1)) * live).sum() / n_live / n_samples
-        mean, log_std = self.actor(observations)
-        log_probs = squashed_box.log_prob(samples, mean, log_std, boxes)
-        actor_loss = -((weights * log_probs).sum(dim=1) * live).sum() / n_live
-        return critic_loss, q_mean, (actor_loss, effective_fraction)
-
-    def _box_reverse_kl_loss(self, data: Any, alpha: float) -> tuple[th.Tensor, th.Tensor]:
-        """
-        ``E_{a ~ pi}[alpha * (log pi(a|s) - log beta(a|s)) - Q(s, a)]``, reparameterised: the KL-regularized
-        objective whose minimiser is ``pi_Q``.
-
-        :return: the loss and the estimate of ``KL(pi || beta)``
-        """
-        mean, log_std = self.actor(data.observations)
-        actions, log_pi = squashed_box.rsample(mean, log_std, data.supports)
-        log_beta = self._behavior_log_prob(data.observations, data.supports, actions)
-        q_values = self._reduce_twins(th.stack(self.critic(data.observations, actions)))[:, 0]
-        kl = log_pi - log_beta
-        return (alpha * kl - q_values).mean(), kl.detach().mean()
-
-    def _behavior_log_prob(self, observations: PyTorchObs, boxes: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """
-        :param observations: observations
-        :param boxes: safe boxes in agent units ``(batch, 2, action_dim)``
-        :param actions: in-box actions in agent units ``(batch, action_dim)``
-        :return: ``log beta(a|s)`` as a density in agent units, ``(batch,)``
-        """
-        scaler = self._scaler
-        env_boxes = scaler.to_env_tensor(boxes)
-        env_actions = clamp_into(scaler.to_env_tensor(actions), env_boxes)
-        log_density = self.behavior_policy.log_prob(observations, env_boxes, env_actions.unsqueeze(1))[:, 0]
-        # Change of variables to agent units, over the axes that carry density.
-        has_volume = (boxes[:, 1] - boxes[:, 0]) > POINT_WIDTH
-        log_half_width = scaler.log_half_width_tensor(log_density.device).to(log_density.dtype)
-        return log_density + (has_volume * log_half_width).sum(dim=-1)
-
     def _update_target_network(self) -> None:
         """
         Polyak update ``target <- (1 - tau) * target + tau * online``. One fused ``_foreach`` call instead of SB3's
@@ -700,7 +566,12 @@ class SafeSupportQ(OffPolicyAlgorithm):
                 # Running statistics of batch normalisation are copied, not averaged (SB3 issue #996).
                 th._foreach_copy_(self._target_buffers, self._online_buffers)
 
-    def _critic_loss(self, current_q: th.Tensor, targets: th.Tensor) -> th.Tensor:
+    def critic_regression_loss(self, current_q: th.Tensor, targets: th.Tensor) -> th.Tensor:
+        """
+        :param current_q: the critic's Q-values of the stored actions, ``(batch, 1)``
+        :param targets: their soft Bellman targets, ``(batch, 1)``
+        :return: the regression loss (``loss="mse"`` or ``"huber"``)
+        """
         if self.loss == "huber":
             return F.smooth_l1_loss(current_q, targets)
         return F.mse_loss(current_q, targets)
@@ -730,13 +601,11 @@ class SafeSupportQ(OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
-            "q_net",
-            "q_net_target",
             "critic",
             "critic_target",
             "actor",
             "behavior_policy",
-            "support",
+            "support_kind",
             "_online_parameters",
             "_target_parameters",
             "_online_buffers",
@@ -745,16 +614,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.critic_optimizer", "policy.actor_optimizer"], []
-
-
-def _fill_empty_boxes(boxes: th.Tensor) -> th.Tensor:
-    """
-    :param boxes: boxes ``(batch, 2, action_dim)`` in agent units
-    :return: the boxes with each empty one replaced by the whole action space ``[-1, 1]``
-    """
-    empty = (boxes[:, 0] > boxes[:, 1]).any(dim=-1)
-    whole = th.stack([-th.ones_like(boxes[:, 0]), th.ones_like(boxes[:, 0])], dim=1)
-    return th.where(empty[:, None, None], whole, boxes)
 
 
 def _check_hyperparameters(

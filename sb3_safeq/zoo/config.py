@@ -10,8 +10,22 @@ import yaml
 
 from sb3_safeq.zoo.errors import ZooUsageError
 
-#: The hyperparameter files shipped with the package (``hyperparams/`` at the repository root).
-HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
+
+def _hyperparams_dir() -> Path:
+    """
+    :return: the folder of the hyperparameter files: ``hyperparams/`` of a repository checkout (an editable install
+        too), the only copy of the files; else the copy that setup.py puts into the package when it builds a wheel
+    """
+    # resolve(): a strict editable install runs this file through a link in build/, the checkout is where it points.
+    checkout = Path(__file__).resolve().parents[2]
+    # setup.py tells a checkout from the site-packages folder of an installed wheel, where no setup.py is.
+    if (checkout / "setup.py").is_file() and (checkout / "hyperparams").is_dir():
+        return checkout / "hyperparams"
+    return Path(__file__).parent / "hyperparams"
+
+
+#: The folder of the hyperparameter files shipped with the package (``hyperparams/`` at the repository root).
+HYPERPARAMS_DIR = _hyperparams_dir()
 
 #: Keys of a hyperparameter entry that rl-zoo3 consumes itself instead of passing them to the algorithm.
 ZOO_KEYS = frozenset(

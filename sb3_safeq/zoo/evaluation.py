@@ -20,9 +20,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safeq.common.evaluation import evaluate_safe_policy
-
-#: The ``predict`` argument that carries the safe support, by action space.
-SUPPORT_ARGUMENTS: dict[type[spaces.Space], str] = {spaces.Discrete: "action_masks", spaces.Box: "safe_bounds"}
+from sb3_safeq.common.supports.factory import find_support_kind
 
 
 def predict_takes_support(model: Any, action_space: spaces.Space) -> bool:
@@ -32,11 +30,11 @@ def predict_takes_support(model: Any, action_space: spaces.Space) -> bool:
     :return: whether ``model.predict`` takes the safe support of this kind of action space (``action_masks`` for
         Discrete actions, ``safe_bounds`` for Box actions)
     """
-    parameters = inspect.signature(model.predict).parameters
-    return any(
-        isinstance(action_space, space_type) and argument in parameters
-        for space_type, argument in SUPPORT_ARGUMENTS.items()
-    )
+    try:
+        kind = find_support_kind(action_space)
+    except ValueError:  # a kind of action space with a support, but a layout no kind handles (e.g. a 2-D Box)
+        return False
+    return kind is not None and kind.predict_keyword in inspect.signature(model.predict).parameters
 
 
 def evaluate_in_support(

@@ -5,9 +5,10 @@ With ``u ~ N(mean, std)`` per axis and the box ``[low, high]`` (agent units, ``[
 
     a = low + (high - low) * (tanh(u) + 1) / 2
 
-so every action lies in the box by construction (supp pi ⊆ supp beta, DESIGN §1). Axes where the box is a single
-point carry no density (see :mod:`sb3_safeq.common.box_behavior`): their log-Jacobian and Gaussian terms are left
-out of the log-density, as they are for the behavior policy.
+so every action lies in the box by construction: the support of the extracted policy is inside the support of
+``beta`` (the "parametric extraction" of Safe-Support Q-Learning, docs/guide.md). Axes where the box is a single
+point carry no density (see :mod:`sb3_safeq.common.supports.box_utils`): their log-Jacobian and Gaussian terms are
+left out of the log-density, as they are for the behavior policy.
 """
 
 import math
@@ -15,7 +16,7 @@ import math
 import torch as th
 from torch.nn import functional as F
 
-from sb3_safeq.common.box_behavior import POINT_WIDTH
+from sb3_safeq.common.supports.box_utils import POINT_WIDTH
 
 #: ``log_std`` of the pre-squash Gaussian is clamped to this range (as SAC does).
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0

@@ -4,8 +4,7 @@ Behavior policies for ``Box`` actions, supported strictly inside each state's sa
 They work in the environment's action units: ``support`` is a tensor of safe boxes of shape ``(batch, 2,
 action_dim)`` (row 0 the lower, row 1 the upper bound, as ``safe_action_bounds()`` gives them), samples have shape
 ``(batch, n_samples, action_dim)`` and log-densities ``(batch, n_samples)``. Axes where the box is a single point
-(``low == high``) carry no density: log-densities are taken over the other axes (every behavior and every extracted
-policy puts the same point mass there, so they cancel in every ratio SafeSupportQ uses).
+(``low == high``) carry no density (see :mod:`sb3_safeq.common.supports.box_utils`).
 
 To write your own, subclass :class:`BoxBehaviorPolicy` and implement :meth:`~BoxBehaviorPolicy.sample` and
 :meth:`~BoxBehaviorPolicy.log_prob` with these shapes, or pass ``SafeSupportQ(behavior=fn)`` a function returning a
@@ -20,49 +19,21 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_safeq.common.behavior import BehaviorPolicy, observations_to_numpy
-from sb3_safeq.common.bounds import empty_box_message, empty_boxes
-from sb3_safeq.common.support import EmptySupportError
+from sb3_safeq.common.behaviors.base import BehaviorPolicy, observations_to_numpy
+from sb3_safeq.common.supports.box_utils import (
+    POINT_WIDTH,
+    check_boxes,
+    clamp_into,
+    empty_box_message,
+    empty_boxes,
+    inside_mask,
+)
+from sb3_safeq.common.supports.errors import EmptySupportError
 
 #: ``fn(observations, low, high) -> Distribution`` over actions of shape ``(batch, action_dim)`` (env units).
 DistributionFn = Callable[[PyTorchObs, th.Tensor, th.Tensor], th.distributions.Distribution]
 #: ``controller(observations) -> actions``: numpy observations (batched), numpy actions ``(batch, action_dim)``.
 ControllerFn = Callable[[Any], np.ndarray]
-
-# Axes narrower than this (in action units) are treated as a single point: no density along them.
-POINT_WIDTH = 1e-9
-
-
-def check_boxes(bounds: th.Tensor, where: str = "A state given to the behavior policy") -> None:
-    """
-    :param bounds: safe boxes ``(batch, 2, action_dim)``
-    :param where: description of the states, for the error message
-    :raises EmptySupportError: if a box is empty
-    """
-    if bool((bounds[:, 0] > bounds[:, 1]).any()):
-        raise EmptySupportError(empty_box_message(where))
-
-
-def clamp_into(actions: th.Tensor, bounds: th.Tensor) -> th.Tensor:
-    """
-    :param actions: ``(batch, n, action_dim)`` or ``(batch, action_dim)``
-    :param bounds: ``(batch, 2, action_dim)``
-    :return: the actions clamped into their boxes (guards against rounding; a no-op for in-box actions)
-    """
-    low, high = bounds[:, 0], bounds[:, 1]
-    if actions.dim() == 3:
-        low, high = low.unsqueeze(1), high.unsqueeze(1)
-    return th.minimum(th.maximum(actions, low), high)
-
-
-def inside_mask(actions: th.Tensor, bounds: th.Tensor) -> th.Tensor:
-    """
-    :param actions: ``(batch, n, action_dim)``
-    :param bounds: ``(batch, 2, action_dim)``
-    :return: boolean ``(batch, n)``: the action lies in its box (bounds included)
-    """
-    low, high = bounds[:, 0].unsqueeze(1), bounds[:, 1].unsqueeze(1)
-    return ((actions >= low) & (actions <= high)).all(dim=-1)
 
 
 class BoxBehaviorPolicy(BehaviorPolicy):

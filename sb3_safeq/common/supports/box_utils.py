@@ -1,26 +1,30 @@
 """
-The safe support of ``Box`` actions: a per-state box of safe actions ``(low, high)``.
+Array helpers of the ``Box`` support: a per-state box of safe actions ``(low, high)``.
 
 An environment exposes it as ``safe_action_bounds() -> (low, high)`` in its own action units, inside the action
 space. An empty box (a state without safe action) is signalled by ``low > high`` on some axis. Internally, as SAC
 does with the actions, the bounds are stored and trained on scaled to ``[-1, 1]`` (*agent units*): one array of
 shape ``(2, action_dim)`` per state, row 0 the lower and row 1 the upper bound.
+
+Axes where a box is a single point (narrower than :data:`POINT_WIDTH`) carry no density: every behavior and every
+extracted policy puts the same point mass there, so log-densities are taken over the other axes (they cancel in
+every ratio SafeSupportQ uses).
 """
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_safeq.common.support import MissingSupportError, find_env_method
+from sb3_safeq.common.supports.errors import EmptySupportError
 
 #: Name of the environment method that returns the safe box ``(low, high)`` of the current observation.
 SAFE_BOUNDS_METHOD = "safe_action_bounds"
 #: ``info`` key under which the safety wrapper writes the safe box (env units, shape ``(2, action_dim)``).
 SAFE_BOUNDS_INFO_KEY = "safe_action_bounds"
+#: Axes narrower than this (in action units) are treated as a single point: no density along them.
+POINT_WIDTH = 1e-9
 
 # Bounds may stick out of the action space by this fraction of its width (float rounding of the user's geometry);
 # they are clipped back in. Anything farther out is an error.
@@ -58,25 +62,6 @@ def check_box_action_space(action_space: spaces.Box) -> None:
         raise ValueError(f"The Box action space must have a floating-point dtype, got {action_space.dtype}.")
 
 
-def get_safe_bounds_fn(env: gym.Env) -> Callable[[], Any]:
-    """
-    Find the ``safe_action_bounds()`` method of an environment, through any gymnasium wrappers.
-
-    :param env: a (possibly wrapped) gymnasium environment
-    :return: the bound method
-    """
-    method = find_env_method(env, SAFE_BOUNDS_METHOD)
-    if method is None:
-        raise MissingSupportError(
-            f"The environment {env!r} has no `{SAFE_BOUNDS_METHOD}()` method, so its safe actions are unknown. "
-            "SafeSupportQ only acts inside a safe support: give the environment a method "
-            "`safe_action_bounds() -> (low, high)` returning the box of safe actions of the current state (in "
-            "action units, inside the action space), or wrap it with "
-            "`sb3_safeq.SafetyWrapper(env, safe_bounds_fn=fn)` where `fn(env) -> (low, high)`."
-        )
-    return method
-
-
 def as_safe_bounds(bounds: Any, action_space: spaces.Box, source: str = f"{SAFE_BOUNDS_METHOD}()") -> np.ndarray:
     """
     Convert and validate one safe box.
@@ -112,24 +97,71 @@ def as_safe_bounds(bounds: Any, action_space: spaces.Box, source: str = f"{SAFE_
     return np.clip(array, space_low, space_high).astype(np.float32)
 
 
-def stack_bounds(
-    bounds: Sequence[Any], action_space: spaces.Box, source: str = f"{SAFE_BOUNDS_METHOD}()"
-) -> np.ndarray:
-    """
-    :param bounds: one safe box per environment
-    :param action_space: the Box action space
-    :param source: where the bounds came from, for error messages
-    :return: float32 array of shape ``(len(bounds), 2, action_dim)``
-    """
-    return np.stack([as_safe_bounds(box, action_space, source) for box in bounds])
-
-
 def empty_boxes(bounds: np.ndarray) -> np.ndarray:
     """
     :param bounds: boxes of shape ``(..., 2, action_dim)``
     :return: boolean array of shape ``(...)``: True where the box is empty (``low > high`` on some axis)
     """
     return np.asarray((bounds[..., 0, :] > bounds[..., 1, :]).any(axis=-1))
+
+
+def check_boxes(bounds: th.Tensor, where: str = "A state given to the behavior policy") -> None:
+    """
+    :param bounds: safe boxes ``(batch, 2, action_dim)``
+    :param where: description of the states, for the error message
+    :raises EmptySupportError: if a box is empty
+    """
+    if bool((bounds[:, 0] > bounds[:, 1]).any()):
+        raise EmptySupportError(empty_box_message(where))
+
+
+def clip_into(actions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """
+    Clip actions into their boxes, exactly (no rounding can leave the box).
+
+    :param actions: shape ``(batch, action_dim)``
+    :param bounds: shape ``(batch, 2, action_dim)``, non-empty boxes of the same dtype
+    :return: clipped actions, same dtype as ``bounds``
+    """
+    return np.minimum(np.maximum(actions.astype(bounds.dtype), bounds[:, 0]), bounds[:, 1])
+
+
+def clamp_into(actions: th.Tensor, bounds: th.Tensor) -> th.Tensor:
+    """
+    :param actions: ``(batch, n, action_dim)`` or ``(batch, action_dim)``
+    :param bounds: ``(batch, 2, action_dim)``
+    :return: the actions clamped into their boxes (guards against rounding; a no-op for in-box actions)
+    """
+    low, high = bounds[:, 0], bounds[:, 1]
+    if actions.dim() == 3:
+        low, high = low.unsqueeze(1), high.unsqueeze(1)
+    return th.minimum(th.maximum(actions, low), high)
+
+
+def inside_mask(actions: th.Tensor, bounds: th.Tensor) -> th.Tensor:
+    """
+    :param actions: ``(batch, n, action_dim)``
+    :param bounds: ``(batch, 2, action_dim)``
+    :return: boolean ``(batch, n)``: the action lies in its box (bounds included)
+    """
+    low, high = bounds[:, 0].unsqueeze(1), bounds[:, 1].unsqueeze(1)
+    return ((actions >= low) & (actions <= high)).all(dim=-1)
+
+
+def fill_empty_boxes(boxes: th.Tensor) -> th.Tensor:
+    """
+    :param boxes: boxes ``(batch, 2, action_dim)`` in agent units
+    :return: the boxes with each empty one replaced by the whole action space ``[-1, 1]``
+    """
+    empty = (boxes[:, 0] > boxes[:, 1]).any(dim=-1)
+    whole = th.stack([-th.ones_like(boxes[:, 0]), th.ones_like(boxes[:, 0])], dim=1)
+    return th.where(empty[:, None, None], whole, boxes)
+
+
+def full_boxes(batch: int, action_dim: int, device: th.device) -> th.Tensor:
+    """:return: the whole action space ``[-1, 1]`` as agent-unit boxes ``(batch, 2, action_dim)``"""
+    box = th.stack([-th.ones(action_dim, device=device), th.ones(action_dim, device=device)])
+    return box.expand(batch, 2, action_dim)
 
 
 class BoxScaler:
@@ -183,14 +215,3 @@ class BoxScaler:
         :return: ``log |d env / d agent|`` per axis (converts log-densities between the units)
         """
         return self._affine(device)[1].log()
-
-
-def clip_into(actions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """
-    Clip actions into their boxes, exactly (no rounding can leave the box).
-
-    :param actions: shape ``(batch, action_dim)``
-    :param bounds: shape ``(batch, 2, action_dim)``, non-empty boxes of the same dtype
-    :return: clipped actions, same dtype as ``bounds``
-    """
-    return np.minimum(np.maximum(actions.astype(bounds.dtype), bounds[:, 0]), bounds[:, 1])
