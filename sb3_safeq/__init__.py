@@ -19,7 +19,7 @@ from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportEr
 from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper, UnsafeVisitError
 from sb3_safeq.envs import register_envs
-from sb3_safeq.safeq import SafeSupportQ
+from sb3_safeq.safeq import InducedActions, SafeSupportQ
 
 # Registering the bundled environments only adds new ids to gymnasium's registry; nothing else is changed.
 register_envs()
@@ -34,6 +34,7 @@ __all__ = [
     "CallableDiscreteBehavior",
     "DiscreteBehaviorPolicy",
     "EmptySupportError",
+    "InducedActions",
     "MaskedUniformBehavior",
     "MissingSupportError",
     "SafeDictReplayBuffer",

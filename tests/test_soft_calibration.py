@@ -1,5 +1,6 @@
 """Soft calibration, the induced step's KL and the tabular errors, checked against exact soft value iteration."""
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from sb3_safeq import SafeSupportQ
+from sb3_safeq import InducedActions, SafeSupportQ
 from sb3_safeq.bench.calibration import evaluate_soft_calibration, tabular_q_error
 from sb3_safeq.bench.induced import induced_step_fn
 from sb3_safeq.common.tabular import (
@@ -54,9 +55,9 @@ def test_soft_calibration_needs_the_kl_penalties(monkeypatch: pytest.MonkeyPatch
     exact_step = induced.induced_step_fn(model)
     assert exact_step is not None
 
-    def without_kl(observation: np.ndarray, **kwargs: object) -> induced.InducedStep:
+    def without_kl(observation: np.ndarray, **kwargs: object) -> InducedActions:
         step = exact_step(observation, **kwargs)
-        return induced.InducedStep(step.actions, step.q_values, np.zeros_like(step.kl))
+        return dataclasses.replace(step, kl=np.zeros_like(step.kl))
 
     monkeypatch.setattr(induced, "induced_step_fn", lambda _: without_kl)
     long_env = SafetyWrapper(gym.make(ENV, max_episode_steps=1000))

@@ -104,7 +104,7 @@ def _time_limit(env: VecEnv) -> int | None:
     return None if limit is None else int(limit)
 
 
-def _rollout_pairs(
+def rollout_pairs(
     env: VecEnv,
     n_episodes: int,
     act: Callable[[Any, dict[str, Any]], tuple[np.ndarray, float, float]],
@@ -158,7 +158,7 @@ def _rollout_pairs(
     return np.asarray(q_hat), np.asarray(returns), tail_weights
 
 
-def _calibration_statistics(
+def calibration_statistics(
     q_array: np.ndarray,
     g_array: np.ndarray,
     tail_weights: np.ndarray,
@@ -207,7 +207,7 @@ def evaluate_calibration(
     tail is missing), as in any Monte-Carlo estimate; a critic trained with SB3's time-limit bootstrapping estimates
     the untruncated value, so late states of truncated episodes look pessimistic. ``tail_tolerance`` keeps only the
     states whose missing tail can weigh at most that much, ``gamma ** (time_limit - t) <= tail_tolerance`` for the
-    state at step ``t`` of its episode (a rule on ``t`` alone, for every episode alike: see :func:`_rollout_pairs`):
+    state at step ``t`` of its episode (a rule on ``t`` alone, for every episode alike: see :func:`rollout_pairs`):
     give the environment a time limit long enough (see :func:`complete_horizon`) for those to be the states of
     interest.
 
@@ -231,8 +231,8 @@ def evaluate_calibration(
         actions, _ = model.predict(observations, deterministic=True, **supports)
         return actions, float(values(observations, np.asarray(actions))[0]), 0.0
 
-    pairs = _rollout_pairs(vec_env, n_episodes, act, gamma, kl_weight=0.0, use_support=use_support)
-    return _calibration_statistics(*pairs, tail_tolerance, return_pairs)
+    pairs = rollout_pairs(vec_env, n_episodes, act, gamma, kl_weight=0.0, use_support=use_support)
+    return calibration_statistics(*pairs, tail_tolerance, return_pairs)
 
 
 def evaluate_soft_calibration(
@@ -270,8 +270,8 @@ def evaluate_soft_calibration(
         induced = step(observations, deterministic=False, **supports)
         return induced.actions, float(induced.q_values[0]), float(induced.kl[0])
 
-    pairs = _rollout_pairs(vec_env, n_episodes, act, float(model.gamma), kl_weight=model.current_alpha())
-    return _calibration_statistics(*pairs, tail_tolerance, return_pairs)
+    pairs = rollout_pairs(vec_env, n_episodes, act, float(model.gamma), kl_weight=model.current_alpha())
+    return calibration_statistics(*pairs, tail_tolerance, return_pairs)
 
 
 def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
@@ -326,10 +326,12 @@ def tabular_q_error(model: Any, env: gym.Env, reduction: str = "max") -> float:
 
 
 __all__ = [
+    "calibration_statistics",
     "complete_horizon",
     "discounted_returns",
     "evaluate_calibration",
     "evaluate_soft_calibration",
     "q_value_fn",
+    "rollout_pairs",
     "tabular_q_error",
 ]

@@ -5,11 +5,10 @@ from typing import Any
 
 import numpy as np
 
-from sb3_safeq import SafeSupportQ
-from sb3_safeq.common.supports.base import InducedStep
+from sb3_safeq import InducedActions, SafeSupportQ
 
-InducedStepFn = Callable[..., InducedStep]
-"""``step(observation, deterministic=..., action_masks=... | safe_bounds=...) -> InducedStep`` (numpy fields)."""
+InducedStepFn = Callable[..., InducedActions]
+"""``step(observation, deterministic=..., action_masks=... | safe_bounds=...) -> InducedActions``."""
 
 
 def induced_step_fn(model: Any) -> InducedStepFn | None:

@@ -1,6 +1,6 @@
 from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMlpPolicy, BoxMultiInputPolicy, BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy
-from sb3_safeq.safeq.safeq import SafeSupportQ
+from sb3_safeq.safeq.safeq import InducedActions, SafeSupportQ
 
 __all__ = [
     "BoxCnnPolicy",
@@ -8,6 +8,7 @@ __all__ = [
     "BoxMultiInputPolicy",
     "BoxSafeSupportQPolicy",
     "CnnPolicy",
+    "InducedActions",
     "MlpPolicy",
     "MultiInputPolicy",
     "SafeSupportQ",

@@ -2,48 +2,52 @@
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.env_util import is_wrapped
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import ConstantSchedule, get_parameters_by_name
-from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
-from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer, SupportStorage
+from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import record_safety
 from sb3_safeq.common.supports.base import InducedStep, SupportKind
-from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
-from sb3_safeq.common.supports.factory import make_support_kind
-from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
-from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMlpPolicy, BoxMultiInputPolicy, BoxSafeSupportQPolicy
+from sb3_safeq.common.supports.factory import SUPPORTED_ACTION_SPACES, make_support_kind
+from sb3_safeq.common.wrappers import SafetyCounters
+from sb3_safeq.safeq.arguments import check_arguments
+from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
+from sb3_safeq.safeq.collection import SupportCollectingAlgorithm
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy
+from sb3_safeq.safeq.policy_variants import resolve_policy_class
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
 
-EXPLORATION_MODES = ("behavior", "induced", "mixture")
-EXTRACTIONS = ("forward_kl", "reverse_kl")
-LOSSES = ("huber", "mse")
-#: The policy class behind each policy name, by support kind (``SupportKind.name``): the names resolve to the first
-#: column before the action space is known, and to their kind's class in ``_setup_model``. A new kind adds a column.
-POLICY_VARIANTS: dict[type[BasePolicy], dict[str, type[BasePolicy]]] = {
-    MlpPolicy: {"mask": MlpPolicy, "box": BoxMlpPolicy},
-    CnnPolicy: {"mask": CnnPolicy, "box": BoxCnnPolicy},
-    MultiInputPolicy: {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy},
-}
-#: The base class of the policies of each support kind (a user's own policy class subclasses it).
-POLICY_BASES: dict[str, type[BasePolicy]] = {"mask": SafeSupportQPolicy, "box": BoxSafeSupportQPolicy}
+
+@dataclass(frozen=True)
+class InducedActions:
+    """
+    Actions of the induced policy ``pi_Q`` (see :meth:`SafeSupportQ.induced_policy`), numpy, one row per observation.
+
+    :param actions: the actions in environment units, inside the supports as given
+    :param q_values: the critic's ``Q̂(s, a)`` of these actions as the soft target uses it
+    :param kl: ``KL(pi_Q(.|s) || beta(.|s))``: exact for Discrete actions; for Box actions the self-normalised estimate
+        over the ``n_behavior_samples`` draws (at most ``log N``)
+    :param log_probs: ``log pi_Q`` of every action ``(batch, n_actions)`` for Discrete actions; None for Box actions
+    """
+
+    actions: np.ndarray
+    q_values: np.ndarray
+    kl: np.ndarray
+    log_probs: np.ndarray | None = None
 
 
-class SafeSupportQ(OffPolicyAlgorithm):
+class SafeSupportQ(SupportCollectingAlgorithm):
     """
     Safe-Support Q-Learning (SSQL): learning without unsafe exploration.
 
@@ -82,8 +86,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         It is in reward units: the smaller it is, the closer the policy is to the best safe one, and the larger, the
         closer to ``beta``.
     :param behavior: the behavior policy: ``"uniform"`` (uniform over the safe actions, or in the safe box), a
-        :class:`~sb3_safeq.common.behavior.BehaviorPolicy` (e.g.
-        :class:`~sb3_safeq.common.box_behavior.TruncatedGaussianBehavior` around your safe controller), or a
+        :class:`~sb3_safeq.common.behaviors.base.BehaviorPolicy` (e.g.
+        :class:`~sb3_safeq.common.behaviors.box.TruncatedGaussianBehavior` around your safe controller), or a
         function: ``(observations, masks) -> probabilities`` (numpy, batched; no mass outside the masks) for
         Discrete actions, ``(observations, low, high) -> torch.distributions.Distribution`` (inside the box) for Box
         actions; or the import path ``"package.module:name"`` of one of these (what an rl-zoo3 hyperparameter file
@@ -102,23 +106,17 @@ class SafeSupportQ(OffPolicyAlgorithm):
         forward-KL extraction and induced exploration (Box actions only; more is less biased and slower)
     :param twin_min: Box actions: take the minimum of the twin critics (else their mean) in the target, the
         extraction and induced exploration
-    :param share_target_draws: Box actions, forward-KL extraction: fit the extraction head at the next
-        observations, weighting the behavior draws the target already made there by the target Q-values it already
-        computed, instead of drawing and evaluating ``n_behavior_samples`` new actions at the current observations.
-        This saves the largest pass of a gradient step (the twin critics on ``batch_size x n_behavior_samples``
-        rows), which matters with large networks; the head then follows the Polyak-averaged target critic, and
-        terminal next observations are left out
+    :param share_target_draws: Box actions, forward-KL extraction: fit the head at the next observations with the
+        target's own behavior draws and Q-values instead of ``n_behavior_samples`` new draws at the current ones
+        (saves the largest pass of a gradient step; the head then follows the target critic; docs/guide.md)
     :param target_update_interval: update the target network every ``target_update_interval`` gradient steps (as
         SAC does; with ``tau=1`` this is a hard copy every so many updates, as DQN's target network)
     :param actor_update_interval: train the extraction head every ``actor_update_interval`` gradient steps (the
         critic never depends on the head, so a delayed head converges to the same policy; 2 cuts the cost of a
         gradient step by about a third)
-    :param loss: critic regression loss, ``"mse"`` (default) or ``"huber"``. The soft Bellman target is an
-        expectation over next states; with stochastic transitions a Huber loss regresses toward the *median* of the
-        sampled targets once TD errors exceed 1 (e.g. a rare terminal goal among costly continuations), which biases
-        the critic away from ``Q*_alpha`` (slippery cliff walking, 30k steps, 5 seeds: mean ``|Q - Q*_alpha|`` where
-        the soft-optimal policy goes 40.3 with Huber, 4.1 with MSE; docs/benchmarks.md). Huber only makes sense
-        against heavy-tailed reward noise.
+    :param loss: critic regression loss, ``"mse"`` (default) or ``"huber"``. The soft target is an expectation:
+        with stochastic transitions Huber regresses toward the *median* of the targets and biases the critic
+        (slippery cliff walking: mean ``|Q - Q*_alpha|`` 40.3 with Huber, 4.1 with MSE; docs/benchmarks.md)
     :param max_grad_norm: maximum norm for gradient clipping
     :param replay_buffer_class: replay buffer class; must store supports (default: :class:`SafeReplayBuffer`, or
         :class:`SafeDictReplayBuffer` for Dict observations)
@@ -178,21 +176,19 @@ class SafeSupportQ(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        _check_hyperparameters(alpha, exploration, mixture_weight, loss, target_update_interval, tau, max_grad_norm)
-        if actor_update_interval < 1:
-            raise ValueError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
-        if extraction not in EXTRACTIONS:
-            raise ValueError(f"extraction={extraction!r} is invalid: choose one of {EXTRACTIONS}.")
-        if not isinstance(n_behavior_samples, (int, np.integer)) or n_behavior_samples < 1:
-            raise ValueError(
-                f"n_behavior_samples={n_behavior_samples!r} must be an integer >= 1 (draws from the behavior policy "
-                "per state; 16 is a good start)."
-            )
-        if replay_buffer_class is not None and not issubclass(replay_buffer_class, SupportStorage):
-            raise ValueError(
-                f"replay_buffer_class={replay_buffer_class.__name__} does not store safe supports. Use "
-                "sb3_safeq.SafeReplayBuffer / SafeDictReplayBuffer (the default), or a subclass of them."
-            )
+        check_arguments(
+            alpha,
+            exploration,
+            mixture_weight,
+            extraction,
+            n_behavior_samples,
+            loss,
+            target_update_interval,
+            actor_update_interval,
+            tau,
+            max_grad_norm,
+            replay_buffer_class,
+        )
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
@@ -215,7 +211,7 @@ class SafeSupportQ(OffPolicyAlgorithm):
             device=device,
             seed=seed,
             sde_support=False,
-            supported_action_spaces=(spaces.Discrete, spaces.Box),
+            supported_action_spaces=SUPPORTED_ACTION_SPACES,
             support_multi_env=True,
         )
         self.alpha = alpha
@@ -231,46 +227,14 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self.loss = loss
         self.max_grad_norm = max_grad_norm
         self.safety_counters = SafetyCounters()
-        # Supports of the current observations: raw (masks; boxes in action units) and in agent units.
         self._last_raw_supports: np.ndarray | None = None
         self._last_supports: np.ndarray | None = None
         if _init_setup_model:
             self._setup_model()
 
-    @staticmethod
-    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
-        """
-        Add the :class:`SafetyWrapper` (inside ``Monitor``) when the environment lacks one, as SB3 adds ``Monitor``.
-
-        :param env: the environment
-        :param verbose: verbosity level
-        :param monitor_wrapper: whether to add a ``Monitor`` wrapper
-        :return: the vectorised environment
-        """
-        kind = make_support_kind(env.action_space)  # raises a clear error for unsupported action spaces
-        if isinstance(env, VecEnv):
-            if not all(env.env_is_wrapped(SafetyWrapper)):
-                has_support = env.has_attr(kind.method_name)
-                raise MissingSupportError(
-                    "SafeSupportQ needs every sub-environment of a VecEnv wrapped with sb3_safeq.SafetyWrapper, "
-                    "which carries the support of terminal observations through the auto-reset. "
-                    + (
-                        f"Your environments have {kind.method_name}(), so build the VecEnv with "
-                        "`make_vec_env(env_id, wrapper_class=SafetyWrapper)`."
-                        if has_support
-                        else f"Your environments also lack a `{kind.method_name}()` method giving the safe actions."
-                    )
-                )
-        elif not is_wrapped(env, SafetyWrapper):
-            kind.find_method(env)  # raises a clear error when the environment exposes no support at all
-            if verbose >= 1:
-                print("Wrapping the env with a `SafetyWrapper`")
-            env = SafetyWrapper(env)
-        return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
-
     def _setup_model(self) -> None:
         self.support_kind = make_support_kind(self.action_space)
-        self._resolve_policy_class()
+        self.policy_class = resolve_policy_class(self.policy_class, self.support_kind, self.action_space)
         if self.replay_buffer_class is None:
             dict_obs = isinstance(self.observation_space, spaces.Dict)
             self.replay_buffer_class = SafeDictReplayBuffer if dict_obs else SafeReplayBuffer
@@ -284,19 +248,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
         self._target_parameters: list[th.Tensor] = list(self.critic_target.parameters())
         self._online_buffers = get_parameters_by_name(self.critic, ["running_"])
         self._target_buffers = get_parameters_by_name(self.critic_target, ["running_"])
-
-    def _resolve_policy_class(self) -> None:
-        """Give the policy names their support kind's class, and refuse a class of another kind."""
-        kind_name = self.support_kind.name
-        variants = POLICY_VARIANTS.get(self.policy_class)  # type: ignore[call-overload]
-        if variants is not None:
-            self.policy_class = variants[kind_name]  # type: ignore[assignment]
-        expected = POLICY_BASES[kind_name]
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, expected)):
-            raise ValueError(
-                f"The policy class {self.policy_class!r} does not fit the action space {self.action_space!r}: use "
-                f"'MlpPolicy', 'CnnPolicy' or 'MultiInputPolicy', or a subclass of {expected.__name__}."
-            )
 
     def _create_aliases(self) -> None:
         # Every kind's policy has a critic, its target and the extraction head (the actor) under these names.
@@ -315,89 +266,13 @@ class SafeSupportQ(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ acting
 
-    def _query_supports(self, indices: list[int] | None = None) -> np.ndarray:
-        """:return: raw supports of the current observations of the given environments, read from the envs"""
-        assert self.env is not None
-        return self.support_kind.stack(self.env.env_method(self.support_kind.method_name, indices=indices))
-
-    def _set_last_supports(self, raw_supports: np.ndarray) -> None:
-        self._last_raw_supports = raw_supports
-        self._last_supports = self.support_kind.to_agent(raw_supports)
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, Any]:
-        if reset_num_timesteps:
-            self.safety_counters = SafetyCounters()
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        # The environment sits at `_last_obs` now (fresh from reset, or where the last `learn` call stopped).
-        self._set_last_supports(self._query_supports())
-        return result
-
-    def _batched_obs_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> PyTorchObs:
-        """Observations of all environments as a tensor batch shaped like replay-buffer samples."""
-        assert self.env is not None
-        n_envs = self.env.num_envs
-        if isinstance(observation, dict):
-            assert isinstance(self.observation_space, spaces.Dict)
-            shapes = get_obs_shape(self.observation_space)
-            assert isinstance(shapes, dict)
-            return {
-                key: th.as_tensor(np.asarray(value).reshape(n_envs, *shapes[key]), device=self.device)
-                for key, value in observation.items()
-            }
-        shape = get_obs_shape(self.observation_space)
-        assert isinstance(shape, tuple)
-        return th.as_tensor(np.asarray(observation).reshape(n_envs, *shape), device=self.device)
-
-    def _sample_action(
-        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """
-        Draw the next actions from the behavior policy (warm-up, ``exploration="behavior"``), from the induced
-        policy ``pi_Q``, or from a mixture: all supported on the current safe supports, never
-        ``action_space.sample()``.
-
-        :return: the actions for the environment and the actions to store (in agent units)
-        """
-        assert self._last_obs is not None and self._last_raw_supports is not None
-        assert self._last_supports is not None
-        kind = self.support_kind
-        kind.check_not_empty(self._last_raw_supports, "The current state of environment {index}")
-        if self.num_timesteps < learning_starts or self.exploration == "behavior":
-            use_induced = np.zeros(n_envs, dtype=bool)
-        elif self.exploration == "induced":
-            use_induced = np.ones(n_envs, dtype=bool)
-        else:
-            use_induced = np.random.random(n_envs) < self.mixture_weight
-
-        observations = self._batched_obs_tensor(self._last_obs)
-        actions = None if use_induced.all() else self.behavior_policy.act(observations, self._last_raw_supports)
-        if use_induced.any():
-            supports = th.as_tensor(self._last_supports, device=self.device)
-            step = kind.induced_step(self, observations, supports, self.current_alpha(), deterministic=False)
-            induced_actions = kind.actions_to_env(step.actions)
-            if actions is None:
-                actions = induced_actions
-            else:
-                # One flag per environment, broadcast over the action's own axes.
-                chosen = use_induced.reshape(-1, *([1] * (induced_actions.ndim - 1)))
-                actions = np.where(chosen, induced_actions, actions)
-        actions = kind.clip_actions(actions, self._last_raw_supports)
-        return actions, kind.actions_to_agent(actions)
-
     def induced_policy(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
         deterministic: bool = False,
         action_masks: np.ndarray | None = None,
         safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
-    ) -> InducedStep:
+    ) -> InducedActions:
         """
         Act with the induced policy ``pi_Q ∝ beta * exp(Q / alpha)`` (same support as ``beta``, so as safe), the
         policy the critic is the soft value of. Discrete actions: the exact masked softmax (its mode when
@@ -408,9 +283,8 @@ class SafeSupportQ(OffPolicyAlgorithm):
         :param deterministic: take the mode instead of sampling
         :param action_masks: Discrete actions: the safe-action masks of the observations
         :param safe_bounds: Box actions: the safe boxes ``(low, high)`` of the observations, in action units
-        :return: the actions in environment units (inside the supports as given), their Q-values, the KL of
-            ``pi_Q`` to ``beta`` at each observation and, for Discrete actions, ``log pi_Q`` of every action (all
-            numpy, one row per observation)
+        :return: the actions in environment units (inside the supports as given), their Q-values, the KL to
+            ``beta`` and, for Discrete actions, ``log pi_Q`` of every action (numpy, one row per observation)
         """
         kind = self.support_kind
         supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
@@ -422,16 +296,17 @@ class SafeSupportQ(OffPolicyAlgorithm):
         observations, _ = self.policy.obs_to_tensor(observation)
         n_obs = next(iter(observations.values())).shape[0] if isinstance(observations, dict) else observations.shape[0]
         raw_supports, agent_supports = kind.predict_supports(supports, n_obs)
-        step = kind.induced_step(
-            self, observations, th.as_tensor(agent_supports, device=self.device), self.current_alpha(), deterministic
-        )
+        step = self._induced_step(observations, th.as_tensor(agent_supports, device=self.device), deterministic)
         actions = kind.clip_actions(kind.actions_to_env(step.actions), raw_supports)
-        return InducedStep(
+        return InducedActions(
             actions=actions.astype(self.action_space.dtype),
             q_values=step.q_values.cpu().numpy(),
             kl=step.kl.cpu().numpy(),
             log_probs=None if step.log_probs is None else step.log_probs.cpu().numpy(),
         )
+
+    def _induced_step(self, observations: PyTorchObs, supports: th.Tensor, deterministic: bool) -> InducedStep:
+        return self.support_kind.induced_step(self, observations, supports, self.current_alpha(), deterministic)
 
     def critic_values(self, observation: np.ndarray | dict[str, np.ndarray], actions: np.ndarray) -> np.ndarray:
         """
@@ -444,40 +319,6 @@ class SafeSupportQ(OffPolicyAlgorithm):
         observations, _ = self.policy.obs_to_tensor(observation)
         with th.no_grad():
             return self.support_kind.critic_values(self.policy, observations, actions).cpu().numpy()
-
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        """Store the transition with the supports of the observation and of the (terminal) next observation."""
-        kind = self.support_kind
-        next_raw_supports = kind.from_infos(infos)
-        self.safety_counters.update_from_infos(infos)
-        terminated = dones & ~np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
-        stuck = ~terminated & kind.empty(next_raw_supports)
-        if stuck.any():
-            # A non-terminal state without safe action: its soft value is -inf and no safe policy can go on.
-            raise EmptySupportError(kind.empty_message(f"A state reached by environment {np.flatnonzero(stuck)[0]}"))
-
-        assert isinstance(replay_buffer, SupportStorage) and self._last_supports is not None
-        next_supports = kind.to_agent(next_raw_supports)
-        replay_buffer.stage_supports(self._last_supports, next_supports)
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-
-        # After an auto-reset `new_obs` starts a new episode; `info` held the terminal observation's support instead.
-        done_indices = np.flatnonzero(dones)
-        if done_indices.size > 0:
-            next_raw_supports = next_raw_supports.copy()
-            next_raw_supports[done_indices] = self._query_supports([int(index) for index in done_indices])
-            self._set_last_supports(next_raw_supports)
-        else:
-            # The common step: the converted supports above are reused, not converted again.
-            self._last_raw_supports, self._last_supports = next_raw_supports, next_supports
 
     def predict(
         self,
@@ -614,33 +455,3 @@ class SafeSupportQ(OffPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.critic_optimizer", "policy.actor_optimizer"], []
-
-
-def _check_hyperparameters(
-    alpha: float | Callable[[float], float],
-    exploration: str,
-    mixture_weight: float,
-    loss: str,
-    target_update_interval: int,
-    tau: float,
-    max_grad_norm: float,
-) -> None:
-    """Fail loudly, at construction, on hyperparameters that cannot work."""
-    if not callable(alpha) and (not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0):
-        raise ValueError(
-            f"alpha={alpha!r} is invalid: the KL temperature must be a finite number > 0 (or a schedule). "
-            "Small values (e.g. 0.01-0.1 times the reward scale) give a near-greedy safe policy, large ones stay "
-            "close to the behavior policy."
-        )
-    if exploration not in EXPLORATION_MODES:
-        raise ValueError(f"exploration={exploration!r} is invalid: choose one of {EXPLORATION_MODES}.")
-    if not 0.0 <= mixture_weight <= 1.0:
-        raise ValueError(f"mixture_weight={mixture_weight!r} must be a probability in [0, 1].")
-    if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is invalid: choose one of {LOSSES}.")
-    if target_update_interval < 1:
-        raise ValueError(f"target_update_interval={target_update_interval} must be >= 1 (gradient steps).")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau} must be in (0, 1] (1 is a hard target update).")
-    if max_grad_norm <= 0:
-        raise ValueError(f"max_grad_norm={max_grad_norm} must be > 0.")

@@ -13,12 +13,10 @@ from typing import Any
 
 import optuna
 
-from sb3_safeq.safeq.safeq import EXPLORATION_MODES
+from sb3_safeq.safeq.arguments import EXPLORATION_MODES, EXTRACTIONS
 
 #: Network sizes the search chooses from (critic and extraction head alike).
 NET_ARCHS: dict[str, list[int]] = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}
-#: Extraction objectives of SafeSupportQ for Box actions.
-EXTRACTIONS: tuple[str, ...] = ("forward_kl", "reverse_kl")
 #: Trial user attribute naming the process that ran the trial (``host:pid``): tells the workers of a shared study apart.
 WORKER_ATTR = "worker"
 

@@ -18,7 +18,7 @@ import torch as th
 from stable_baselines3 import SAC
 
 from sb3_safeq.bench.algorithms import get_algo, load_hyperparams
-from sb3_safeq.bench.calibration import _calibration_statistics, _rollout_pairs, complete_horizon
+from sb3_safeq.bench.calibration import calibration_statistics, complete_horizon, rollout_pairs
 from sb3_safeq.bench.runner import COMPLETE_TAIL_TOLERANCE, make_env
 
 ENV_ID = "SafeDoubleIntegrator-v0"
@@ -46,8 +46,8 @@ def score(model: SAC, seed: int, stochastic: bool, episodes: int) -> float:
         return model.policy.unscale_action(actions.cpu().numpy()), q_value, float(log_prob[0])
 
     entropy_weight = float(th.exp(model.log_ent_coef.detach())) if stochastic else 0.0
-    pairs = _rollout_pairs(env, episodes, act, model.gamma, kl_weight=entropy_weight, use_support=False)
-    return _calibration_statistics(*pairs, COMPLETE_TAIL_TOLERANCE, return_pairs=False)["norm_bias"]
+    pairs = rollout_pairs(env, episodes, act, model.gamma, kl_weight=entropy_weight, use_support=False)
+    return calibration_statistics(*pairs, COMPLETE_TAIL_TOLERANCE, return_pairs=False)["norm_bias"]
 
 
 def main() -> None:

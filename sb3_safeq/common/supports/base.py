@@ -85,6 +85,8 @@ class SupportKind(ABC):
     :param action_space: the environment's action space (one the kind :meth:`accepts`)
     """
 
+    #: the gymnasium action-space class this kind describes
+    action_space_type: ClassVar[type[spaces.Space]]
     #: short name of the kind (``"mask"``, ``"box"``), e.g. for tables of per-kind policy classes
     name: ClassVar[str]
     #: environment method returning the support of the current observation
@@ -105,9 +107,9 @@ class SupportKind(ABC):
         self.action_space = action_space
 
     @classmethod
-    @abstractmethod
     def accepts(cls, action_space: spaces.Space) -> bool:
         """:return: whether this kind describes the safe supports of such an action space"""
+        return isinstance(action_space, cls.action_space_type)
 
     # ------------------------------------------------------------------ reading and validation
 

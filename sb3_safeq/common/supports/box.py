@@ -71,6 +71,7 @@ class BoxSupport(SupportKind):
     Gaussian squashed into the box (:mod:`~sb3_safeq.common.supports.squashed_box`).
     """
 
+    action_space_type = spaces.Box
     name = "box"
     method_name = SAFE_BOUNDS_METHOD
     info_key = SAFE_BOUNDS_INFO_KEY
@@ -84,10 +85,6 @@ class BoxSupport(SupportKind):
         check_box_action_space(action_space)
         super().__init__(action_space)
         self.scaler = BoxScaler(action_space)
-
-    @classmethod
-    def accepts(cls, action_space: spaces.Space) -> bool:
-        return isinstance(action_space, spaces.Box)
 
     @property
     def action_dim(self) -> int:

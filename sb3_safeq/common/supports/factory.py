@@ -8,6 +8,8 @@ from sb3_safeq.common.supports.mask import MaskSupport
 
 #: The registered support kinds, tried in order: a new kind is one module plus an entry here.
 SUPPORT_KINDS: tuple[type[SupportKind], ...] = (MaskSupport, BoxSupport)
+#: The action-space classes some kind describes (what SB3 checks the environment against).
+SUPPORTED_ACTION_SPACES: tuple[type[spaces.Space], ...] = tuple(kind.action_space_type for kind in SUPPORT_KINDS)
 
 
 def find_support_kind(action_space: spaces.Space) -> SupportKind | None:

@@ -41,6 +41,7 @@ class MaskSupport(SupportKind):
     maps observations to all Q-values ``(batch, n_actions)`` and its actor to logits ``(batch, n_actions)``.
     """
 
+    action_space_type = spaces.Discrete
     name = "mask"
     method_name = ACTION_MASKS_METHOD
     info_key = ACTION_MASK_INFO_KEY
@@ -49,10 +50,6 @@ class MaskSupport(SupportKind):
     behavior_class = DiscreteBehaviorPolicy
     samples_behavior = False
     action_space: spaces.Discrete
-
-    @classmethod
-    def accepts(cls, action_space: spaces.Space) -> bool:
-        return isinstance(action_space, spaces.Discrete)
 
     @property
     def n_actions(self) -> int:
