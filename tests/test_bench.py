@@ -314,21 +314,6 @@ def gym_space_of(env_id: str) -> "gym.spaces.Space":
     return gym.make(env_id).action_space
 
 
-def test_behavior_import_paths() -> None:
-    from gymnasium import spaces
-
-    from sb3_safeq import MaskedUniformBehavior, make_support_kind
-
-    kind = make_support_kind(spaces.Discrete(4))
-    assert isinstance(kind.make_behavior("sb3_safeq:MaskedUniformBehavior"), MaskedUniformBehavior)
-    with pytest.raises(ValueError, match="Cannot import the behavior policy 'no_such_module:x'"):
-        kind.make_behavior("no_such_module:x")
-    with pytest.raises(ValueError, match="Cannot import"):
-        kind.make_behavior("sb3_safeq.common.behaviors.mask:nope")
-    with pytest.raises(TypeError, match="not a BehaviorPolicy subclass"):
-        kind.make_behavior("collections:OrderedDict")
-
-
 def test_headline_compares_with_the_best_zero_violation_baseline() -> None:
     import pandas as pd
 

@@ -9,6 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_safeq import SafeSupportQ
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from sb3_safeq.common.tabular import masked_uniform_behavior, reachable_states, soft_value_iteration
+from tests.toy_envs import LotteryEnv, RandomMaskEnv
 
 CLIFF = "SafeCliffWalking-v0"
 OPTIMAL_SAFE_RETURN = -13.0  # up, 11 x right, down
@@ -107,3 +108,46 @@ def test_point_mass_beats_behavior_without_unsafe_visits(seed: int, share_target
     behavior = evaluate_safe_policy(None, gym.make(POINT_MASS), n_eval_episodes=5, predict_fn=uniform_in_box)
     assert learned.unsafe_visits == 0 and behavior.unsafe_visits == 0
     assert learned.mean_return >= behavior.mean_return + POINT_MASS_MARGIN, (learned.mean_return, behavior.mean_return)
+
+
+@pytest.mark.slow
+def test_extraction_head_learns_the_support() -> None:
+    # After training, the *unmasked* head must put almost no mass outside the mask: it matched pi_Q, which has none.
+    model = SafeSupportQ(
+        "MlpPolicy",
+        RandomMaskEnv(),
+        seed=0,
+        learning_starts=200,
+        batch_size=64,
+        policy_kwargs={"net_arch": [64, 64]},
+        learning_rate=3e-3,
+    )
+    model.learn(3000)
+    env = RandomMaskEnv()
+    obs, _ = env.reset(seed=5)
+    leaks = []
+    for _ in range(200):
+        logits = model.actor(th.as_tensor(obs[None]))
+        probs = th.softmax(logits, -1)[0].detach().numpy()
+        leaks.append(probs[~env.action_masks()].sum())
+        obs, _, terminated, _, _ = env.step(int(np.flatnonzero(env.action_masks())[0]))
+        if terminated:
+            obs, _ = env.reset()
+    assert np.mean(leaks) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", [None, "huber"])
+def test_critic_estimates_the_expected_target_not_its_median(loss: str | None) -> None:
+    # The soft target is an expectation: the default MSE regresses to the mean 10 of the sampled targets
+    # {0 (90%), 100 (10%)}; a Huber loss drifts toward their median 0, which is why it is not the default.
+    kwargs = {} if loss is None else {"loss": loss}
+    model = SafeSupportQ("MlpPolicy", LotteryEnv(), learning_starts=100, learning_rate=3e-3, seed=0, **kwargs)
+    model.learn(3000)
+    with th.no_grad():
+        q_values = model.critic(th.zeros(1, 1)).numpy()[0]
+    if loss is None:
+        assert model.loss == "mse"
+        np.testing.assert_allclose(q_values, 10.0, atol=2.5)
+    else:
+        assert np.all(q_values < 5.0)

@@ -1,4 +1,12 @@
+"""
+The safety wrapper, for both kinds of support: it carries the support of the returned observation in ``info`` (also
+through a VecEnv's auto-reset), counts out-of-support actions, costs and empty supports, shields and stops in strict
+mode, returns copies, reads the support from the environment or a function, refuses environments without one, and is
+added by SafeSupportQ when missing.
+"""
+
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -6,157 +14,312 @@ import pytest
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 from sb3_contrib.common.wrappers import ActionMasker
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_safeq import MissingSupportError, SafeReplayBuffer, SafetyLoggerCallback, SafetyWrapper, UnsafeVisitError
-from tests.toy_envs import FixedMaskEnv, NoMaskEnv, RandomMaskEnv
+from sb3_safeq import MissingSupportError, SafeSupportQ, SafetyLoggerCallback, SafetyWrapper, UnsafeVisitError
+from tests.box_toy_envs import FixedBoxEnv, NoBoundsBoxEnv
+from tests.helpers import (
+    INFO_KEY,
+    KINDS,
+    SMALL,
+    SUPPORT_METHOD,
+    WRAPPER_ARGUMENT,
+    as_support,
+    decode_supports,
+    fixed_env,
+    no_support_env,
+    random_env,
+)
+from tests.toy_envs import FixedMaskEnv, NoMaskEnv
+
+#: An action inside the support of :func:`tests.helpers.fixed_env` (mask [T, F, T], box [-0.5, 0.5] x [0, 1]).
+INSIDE = {"mask": 0, "box": np.zeros(2, dtype=np.float32)}
 
 
-def test_reset_and_step_carry_the_mask_of_the_returned_observation() -> None:
-    env = SafetyWrapper(RandomMaskEnv())
+def _other(kind: str) -> str:
+    return "box" if kind == "mask" else "mask"
+
+
+def _empty(kind: str, support: np.ndarray) -> bool:
+    """:return: whether a support has no safe action (written independently of the package)"""
+    return not support.any() if kind == "mask" else bool((support[0] > support[1]).any())
+
+
+# ------------------------------------------------------------------------------- the support travels in info
+
+
+def _safe_action(kind: str, support: np.ndarray, step: int) -> Any:
+    """:return: the first safe action of a mask, or an action towards the point mass's goal clipped into the box"""
+    if kind == "mask":
+        return int(np.flatnonzero(support)[0])
+    return np.clip(np.array([1.0, 0.1 * step % 1.0], dtype=np.float32), support[0], support[1])
+
+
+@pytest.mark.parametrize("env_name", ["mask", "box", "box-point-mass"])
+def test_reset_and_step_carry_the_support_of_the_returned_observation(env_name: str) -> None:
+    kind = env_name.split("-")[0]
+    env = SafetyWrapper(gym.make("SafePointMass-v0") if env_name == "box-point-mass" else random_env(kind))
+    encodes = env_name != "box-point-mass"  # the random toy envs encode the support in the observation
+    method = SUPPORT_METHOD[kind]
     obs, info = env.reset(seed=0)
-    np.testing.assert_array_equal(info["action_mask"], obs[:-1].astype(bool))
-    np.testing.assert_array_equal(env.action_masks(), info["action_mask"])
-    for _ in range(30):
-        action = int(np.flatnonzero(env.action_masks())[0])
-        obs, _, terminated, _, info = env.step(action)
-        np.testing.assert_array_equal(info["action_mask"], obs[:-1].astype(bool))
-        assert info["out_of_support"] is False and info["cost"] == 0.0
-        if terminated:
+    for step in range(40):
+        support = info[INFO_KEY[kind]]
+        assert support.dtype == (np.bool_ if kind == "mask" else np.float32)
+        assert support.shape == ((5,) if kind == "mask" else (2, 2))
+        result = getattr(env, method)()
+        if kind == "box":
+            low, high = result
+            assert low.dtype == high.dtype == np.float32
+        np.testing.assert_array_equal(support, as_support(kind, result))
+        np.testing.assert_array_equal(support, as_support(kind, getattr(env.unwrapped, method)()))
+        if encodes:
+            np.testing.assert_array_equal(support, decode_supports(kind, obs))
+        obs, _, terminated, truncated, info = env.step(_safe_action(kind, support, step))
+        assert info["out_of_support"] is False and info["cost"] == 0.0 and info["empty_support"] is False
+        if encodes:  # the support of the returned observation, terminal ones included
+            np.testing.assert_array_equal(info[INFO_KEY[kind]], decode_supports(kind, obs))
+        if terminated or truncated:
             obs, info = env.reset()
+    assert env.counters.steps == 40 and env.counters.out_of_support_actions == 0
 
 
-def test_terminal_masks_survive_the_vec_env_auto_reset() -> None:
-    # Truncation by TimeLimit and termination both: info must hold the terminal observation's mask.
+@pytest.mark.parametrize("kind", KINDS)
+def test_terminal_supports_survive_the_vec_env_auto_reset(kind: str) -> None:
+    # Truncation by TimeLimit and termination both: info must hold the terminal observation's support.
     for terminate, limit in ((True, 1000), (False, 7)):
-        vec_env = DummyVecEnv([lambda t=terminate, n=limit: SafetyWrapper(TimeLimit(RandomMaskEnv(terminate=t), n))])
+        vec_env = DummyVecEnv([lambda t=terminate, n=limit: SafetyWrapper(TimeLimit(random_env(kind, terminate=t), n))])
         vec_env.seed(3)
         vec_env.reset()
         n_done = 0
         for _ in range(60):
-            mask = vec_env.env_method("action_masks")[0]
-            _, _, dones, infos = vec_env.step(np.array([np.flatnonzero(mask)[0]]))
+            support = as_support(kind, vec_env.env_method(SUPPORT_METHOD[kind])[0])
+            action = np.flatnonzero(support)[0] if kind == "mask" else support[0]  # the lower corner of a box
+            _, _, dones, infos = vec_env.step(np.array([action]))
             if dones[0]:
                 n_done += 1
                 terminal_obs = infos[0]["terminal_observation"]
-                np.testing.assert_array_equal(infos[0]["action_mask"], terminal_obs[:-1].astype(bool))
+                np.testing.assert_array_equal(infos[0][INFO_KEY[kind]], decode_supports(kind, terminal_obs))
                 assert infos[0]["TimeLimit.truncated"] is (not terminate)
         assert n_done >= 2
 
 
-def test_counters_shield_and_strict_mode() -> None:
-    mask = np.array([True, False, True])
-    env = SafetyWrapper(FixedMaskEnv(mask))
+# --------------------------------------------------------------------------------- counters, shield, strict
+
+# Actions stepped in the fixed environments and whether each is outside the support.
+OUT_OF_SUPPORT_ACTIONS: dict[str, list[tuple[Any, bool]]] = {
+    "mask": [(1, True), (0, False), (2, False)],
+    "box": [
+        ([0.6, 0.5], True),
+        ([0.0, -1e-3], True),
+        ([np.nan, 0.5], True),
+        ([0.5, 1.0], False),
+        ([-0.5, 0.0], False),
+        ([0.1, 0.2], False),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_out_of_support_actions_are_counted_and_passed_through(kind: str) -> None:
+    inner = fixed_env(kind)
+    env = SafetyWrapper(inner)
     env.reset(seed=0)
-    _, _, _, _, info = env.step(1)
-    assert info["out_of_support"] is True and info["shielded"] is False
-    assert env.counters.out_of_support_actions == 1 and env.counters.shielded_actions == 0
+    actions = [
+        action if kind == "mask" else np.array(action, dtype=np.float32) for action, _ in OUT_OF_SUPPORT_ACTIONS[kind]
+    ]
+    flags = []
+    for action in actions:
+        _, _, _, _, info = env.step(action)
+        flags.append(info["out_of_support"])
+        assert info["shielded"] is False
+    assert flags == [outside for _, outside in OUT_OF_SUPPORT_ACTIONS[kind]]
+    assert env.counters.out_of_support_actions == sum(flags) and env.counters.shielded_actions == 0
+    # Without the shield the environment gets every action as it came, NaN included.
+    for sent, received in zip(actions, inner.actions, strict=True):
+        np.testing.assert_array_equal(received, sent)
 
-    shielded = SafetyWrapper(FixedMaskEnv(mask), shield=True)
-    shielded.reset(seed=0)
-    executed = []
-    inner_step = shielded.env.step
 
-    def recording_step(action: int):
-        executed.append(int(action))
-        return inner_step(action)
+# Actions stepped with the shield on: (action, the actions the environment may receive instead, outside?). The mask's
+# shield draws uniformly among the safe actions (both must occur); the box's clips, and sends NaN to the midpoint.
+SHIELDED_ACTIONS: dict[str, list[tuple[Any, list[Any], bool]]] = {
+    "mask": [(1, [0, 2], True)] * 50,
+    "box": [
+        ([0.6, 0.5], [[0.5, 0.5]], True),
+        ([-3.0, 2.0], [[-0.5, 1.0]], True),
+        ([np.nan, 0.5], [[0.0, 0.5]], True),
+        ([0.25, 0.75], [[0.25, 0.75]], False),  # inside: untouched
+    ],
+}
 
-    shielded.env.step = recording_step
-    for _ in range(50):
-        _, _, _, _, info = shielded.step(1)
-        assert info["shielded"] is True
-    assert set(executed) == {0, 2}  # the unsafe action never reached the environment
-    assert shielded.counters.shielded_actions == 50 == shielded.counters.out_of_support_actions
 
-    class CostlyEnv(FixedMaskEnv):
-        def step(self, action):
-            obs, reward, terminated, truncated, _ = super().step(action)
-            return obs, reward, terminated, truncated, {"cost": 2.5}
+@pytest.mark.parametrize("kind", KINDS)
+def test_shield_replaces_out_of_support_actions(kind: str) -> None:
+    inner = fixed_env(kind)
+    env = SafetyWrapper(inner, shield=True)
+    env.reset(seed=0)
+    for action, admissible, outside in SHIELDED_ACTIONS[kind]:
+        _, _, _, _, info = env.step(action if kind == "mask" else np.array(action, dtype=np.float32))
+        executed = np.asarray(inner.actions[-1])
+        assert any(np.array_equal(executed, np.asarray(option, dtype=executed.dtype)) for option in admissible)
+        assert info["shielded"] is info["out_of_support"] is outside
+    # Every admissible action occurs (the unsafe one never reached the environment).
+    executed_set = {tuple(np.atleast_1d(action).tolist()) for action in inner.actions}
+    admissible_set = {tuple(np.atleast_1d(o).tolist()) for _, options, _ in SHIELDED_ACTIONS[kind] for o in options}
+    assert executed_set == admissible_set
+    n_outside = sum(outside for _, _, outside in SHIELDED_ACTIONS[kind])
+    assert env.counters.shielded_actions == n_outside == env.counters.out_of_support_actions
 
-    counting = SafetyWrapper(CostlyEnv(mask))
+
+def test_shield_clips_float64_actions_just_outside_the_box() -> None:
+    # A float64 action may lie outside the float32 box by less than float32 rounding: it is still outside the box,
+    # and the environment (which computes in float64) must not receive it.
+    inner = FixedBoxEnv([-0.5, 0.0], [0.5, 1.0])
+    env = SafetyWrapper(inner, shield=True)
+    env.reset()
+    _, _, _, _, info = env.step(np.array([0.5 + 1e-9, 1.0 + 1e-10], dtype=np.float64))
+    executed = np.asarray(inner.actions[-1], dtype=np.float64)
+    assert np.all(executed <= [0.5, 1.0]), f"the environment got {executed.tolist()}, outside [0.5, 1.0]"
+    assert info["out_of_support"] is True and info["shielded"] is True
+
+
+# The cost of every step and the number of steps counted, per kind.
+COSTS = {"mask": (2.5, 2), "box": (0.5, 3)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_costs_are_counted_and_strict_mode_stops(kind: str) -> None:
+    cost, steps = COSTS[kind]
+    counting = SafetyWrapper(fixed_env(kind, cost=cost))
     counting.reset()
-    counting.step(0)
-    counting.step(0)
-    assert counting.counters.unsafe_visits == 2 and counting.counters.cumulative_cost == 5.0
-    strict = SafetyWrapper(CostlyEnv(mask), strict=True)
+    for _ in range(steps):
+        counting.step(INSIDE[kind])  # a safe action can still have a cost: the support may be wrong
+    assert counting.counters.unsafe_visits == steps and counting.counters.cumulative_cost == cost * steps
+    strict = SafetyWrapper(fixed_env(kind, cost=cost), strict=True)
     strict.reset()
     with pytest.raises(UnsafeVisitError, match="strict mode"):
-        strict.step(0)
+        strict.step(INSIDE[kind])
 
 
-def test_empty_support_states_are_counted() -> None:
-    env = SafetyWrapper(FixedMaskEnv(np.zeros(3, dtype=bool)))
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_support_states_are_counted(kind: str) -> None:
+    env = SafetyWrapper(fixed_env(kind, empty=True))
     _, info = env.reset()
-    assert info["empty_support"] is True
-    _, _, _, _, info = env.step(0)
+    assert info["empty_support"] is True and _empty(kind, info[INFO_KEY[kind]])
+    _, _, _, _, info = env.step(INSIDE[kind])
     assert info["empty_support"] is True and info["out_of_support"] is True
     assert env.counters.empty_support_states == 2
 
 
-def test_mask_sources_and_errors() -> None:
-    with pytest.raises(MissingSupportError, match="action_masks"):
-        SafetyWrapper(NoMaskEnv())
-    masked = SafetyWrapper(NoMaskEnv(), action_mask_fn=lambda env: np.array([False, True, True]))
-    _, info = masked.reset()
-    np.testing.assert_array_equal(info["action_mask"], [False, True, True])
-    # sb3-contrib's ActionMasker is found through further gymnasium wrappers.
-    wrapped = SafetyWrapper(TimeLimit(ActionMasker(NoMaskEnv(), lambda env: np.array([1, 0, 1])), 10))
-    _, info = wrapped.reset()
-    np.testing.assert_array_equal(info["action_mask"], [True, False, True])
-    bad_shape = SafetyWrapper(NoMaskEnv(), action_mask_fn=lambda env: np.ones(4, dtype=bool))
-    with pytest.raises(ValueError, match="expected \\(3,\\)"):
-        bad_shape.reset()
-    with pytest.raises(MissingSupportError, match="safe_action_bounds"):
-        SafetyWrapper(gym.make("Pendulum-v1"))
-    with pytest.raises(ValueError, match="MultiDiscrete"):
-        SafetyWrapper(FixedMaskEnv(np.ones(4, bool), spaces.MultiDiscrete([2, 2])))
-
-
-def test_missing_cost_warns_once() -> None:
-    class NoCostEnv(FixedMaskEnv):
-        def step(self, action):
-            obs, reward, terminated, truncated, _ = super().step(action)
-            return obs, reward, terminated, truncated, {}
-
-    env = SafetyWrapper(NoCostEnv(np.ones(3, dtype=bool)))
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_cost_warns_once(kind: str) -> None:
+    env = SafetyWrapper(fixed_env(kind, cost=None))
     env.reset()
     with pytest.warns(UserWarning, match="no info\\['cost'\\]"):
-        env.step(0)
+        env.step(INSIDE[kind])
     with warnings.catch_warnings(record=True) as later:
         warnings.simplefilter("always")
-        env.step(0)
+        env.step(INSIDE[kind])
     assert not [w for w in later if "info['cost']" in str(w.message)]  # warned once, not on every step
     assert env.counters.steps == 2
 
 
-def test_replay_buffer_stores_supports_aligned_with_transitions() -> None:
-    n_envs = 3
-    vec_env = make_vec_env(
-        lambda: TimeLimit(RandomMaskEnv(terminate=False), 5), n_envs=n_envs, seed=0, wrapper_class=SafetyWrapper
-    )
-    buffer = SafeReplayBuffer(200, vec_env.observation_space, vec_env.action_space, n_envs=n_envs)
-    obs = vec_env.reset()
-    current = np.stack(vec_env.env_method("action_masks"))
-    for _ in range(40):
-        actions = np.array([np.flatnonzero(m)[-1] for m in current])
-        new_obs, rewards, dones, infos = vec_env.step(actions)
-        next_obs = new_obs.copy()
-        for i, done in enumerate(dones):
-            if done:
-                next_obs[i] = infos[i]["terminal_observation"]
-        buffer.stage_supports(current)
-        buffer.add(obs, next_obs, actions, rewards, dones, infos)
-        obs = new_obs
-        current = np.stack(vec_env.env_method("action_masks"))
-    samples = buffer.sample(256)
-    # In RandomMaskEnv the observation encodes its own mask: every support must match its observation.
-    np.testing.assert_array_equal(samples.supports.numpy(), samples.observations[:, :-1].numpy().astype(bool))
-    np.testing.assert_array_equal(samples.next_supports.numpy(), samples.next_observations[:, :-1].numpy().astype(bool))
-    # Truncations are not terminations.
-    assert samples.dones.sum() == 0
-    with pytest.raises(RuntimeError, match="stage_supports"):
-        buffer.add(obs, obs, actions, rewards, dones, infos)
+# ------------------------------------------------------------------------------------ where supports come from
+
+
+def _overwrite(value: Any) -> None:
+    """Scribble over a returned support in place (a mask, a box array, or a (low, high) pair)."""
+    for array in value if isinstance(value, tuple) else (value,):
+        array[...] = np.logical_not(array) if array.dtype == np.bool_ else 3.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_returned_supports_are_copies(kind: str) -> None:
+    env = SafetyWrapper(fixed_env(kind))
+    _, info = env.reset()
+    expected = as_support(kind, getattr(env, SUPPORT_METHOD[kind])())
+    _overwrite(getattr(env, SUPPORT_METHOD[kind])())
+    _overwrite(info[INFO_KEY[kind]])
+    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])()), expected)
+    _, _, _, _, info = env.step(INSIDE[kind])
+    assert info["out_of_support"] is False
+    _overwrite(info[INFO_KEY[kind]])
+    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])()), expected)
+
+
+# A support function per kind, for an environment without the method, and what it gives.
+SUPPORT_FUNCTIONS = {
+    "mask": (lambda env: np.array([False, True, True]), [False, True, True]),
+    "box": (lambda env: ([0.0, -0.25], [0.0, 0.25]), [[0.0, -0.25], [0.0, 0.25]]),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_support_function_replaces_the_method_and_the_other_kind_does_not_apply(kind: str) -> None:
+    function, expected = SUPPORT_FUNCTIONS[kind]
+    custom = SafetyWrapper(no_support_env(kind), **{WRAPPER_ARGUMENT[kind]: function})
+    _, info = custom.reset()
+    np.testing.assert_array_equal(info[INFO_KEY[kind]], expected)
+    other = _other(kind)
+    with pytest.raises(AttributeError, match=SUPPORT_METHOD[kind]):
+        getattr(custom, SUPPORT_METHOD[other])()
+    with pytest.raises(ValueError, match=f"{WRAPPER_ARGUMENT[other]} does not apply"):
+        SafetyWrapper(fixed_env(kind), **{WRAPPER_ARGUMENT[other]: SUPPORT_FUNCTIONS[other][0]})
+
+
+@pytest.mark.parametrize(
+    ("make_env", "match"),
+    [
+        (lambda: SafetyWrapper(NoMaskEnv(), action_mask_fn=lambda env: np.ones(4, dtype=bool)), "expected \\(3,\\)"),
+        (lambda: SafetyWrapper(FixedBoxEnv([-2.0, 0.0], [0.5, 1.0])), "outside the action space"),
+    ],
+    ids=KINDS,
+)
+def test_malformed_supports_from_the_env_fail_clearly(make_env: Any, match: str) -> None:
+    env = make_env()
+    with pytest.raises(ValueError, match=match):
+        env.reset()
+
+
+@pytest.mark.parametrize(
+    ("make_env", "error", "match"),
+    [
+        (NoMaskEnv, MissingSupportError, "action_masks"),
+        (NoBoundsBoxEnv, MissingSupportError, "safe_action_bounds"),
+        (lambda: gym.make("Pendulum-v1"), MissingSupportError, "safe_action_bounds"),
+        (lambda: FixedMaskEnv(np.ones(4, bool), spaces.MultiDiscrete([2, 2])), ValueError, "MultiDiscrete"),
+    ],
+    ids=["mask", "box", "pendulum", "multi-discrete"],
+)
+def test_environments_without_a_support_are_refused(make_env: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        SafetyWrapper(make_env())
+
+
+def test_action_masker_is_found_through_gymnasium_wrappers() -> None:
+    # sb3-contrib's ActionMasker (Discrete actions only) is found through further gymnasium wrappers.
+    wrapped = SafetyWrapper(TimeLimit(ActionMasker(NoMaskEnv(), lambda env: np.array([1, 0, 1])), 10))
+    _, info = wrapped.reset()
+    np.testing.assert_array_equal(info["action_mask"], [True, False, True])
+
+
+# ------------------------------------------------------------------------------- the wrapper in SafeSupportQ
+
+
+def _single_safe_action_env(kind: str) -> tuple[gym.Env, Any]:
+    """:return: an environment (without the wrapper) where one action is safe, and that action in agent units"""
+    if kind == "mask":
+        return ActionMasker(NoMaskEnv(), lambda env: np.array([False, True, False])), 1
+    return FixedBoxEnv([0.25, -0.5], [0.25, -0.5]), [0.25, -0.5]  # action space [-1, 1]^2: agent units too
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plain_env_gets_the_safety_wrapper_automatically(kind: str) -> None:
+    env, only_safe_action = _single_safe_action_env(kind)
+    model = SafeSupportQ("MlpPolicy", env, seed=0, **SMALL)
+    assert model.get_env().env_is_wrapped(SafetyWrapper)[0]
+    model.learn(100)
+    actions = model.replay_buffer.actions[:100, 0]
+    assert (actions == np.asarray(only_safe_action, dtype=np.float32)).all()
 
 
 def test_safety_logger_callback_counts_for_any_algorithm() -> None:

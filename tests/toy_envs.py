@@ -16,13 +16,26 @@ class RandomMaskEnv(gym.Env):
     :param episode_length: steps before termination (``terminate=True``) or before the episode just continues
     :param terminate: terminate after ``episode_length`` steps (else rely on a TimeLimit to truncate)
     :param dict_obs: return a Dict observation
+    :param terminal_support: ``"random"``, or ``"empty"``: the terminal state of an episode has an all-False mask
+    :param empty_at: if given, the state reached after this many steps of an episode has an all-False mask (whether
+        or not the episode ends there)
     """
 
-    def __init__(self, n_actions: int = 5, episode_length: int = 20, terminate: bool = True, dict_obs: bool = False):
+    def __init__(
+        self,
+        n_actions: int = 5,
+        episode_length: int = 20,
+        terminate: bool = True,
+        dict_obs: bool = False,
+        terminal_support: str = "random",
+        empty_at: int | None = None,
+    ) -> None:
         self.n_actions = n_actions
         self.episode_length = episode_length
         self.terminate = terminate
         self.dict_obs = dict_obs
+        self.terminal_support = terminal_support
+        self.empty_at = empty_at
         box = spaces.Box(0.0, 1.0, shape=(n_actions + 1,), dtype=np.float32)
         self.observation_space = (
             spaces.Dict({"mask": box, "step": spaces.Discrete(episode_length + 1)}) if dict_obs else box
@@ -57,8 +70,10 @@ class RandomMaskEnv(gym.Env):
             raise AssertionError(f"unsafe action {action} taken with mask {self._mask}")
         reward = float(action == int(np.flatnonzero(self._mask)[-1]))  # the highest safe action pays
         self._t += 1
-        self._mask = self._new_mask()
         terminated = self.terminate and self._t >= self.episode_length
+        empty = self._t == self.empty_at or (terminated and self.terminal_support == "empty")
+        # An empty mask draws nothing from the generator: the other masks of a seeded run stay the same.
+        self._mask = np.zeros(self.n_actions, dtype=bool) if empty else self._new_mask()
         return self._obs(), reward, terminated, False, {"cost": 0.0}
 
 
@@ -77,14 +92,28 @@ class NoMaskEnv(gym.Env):
 
 
 class FixedMaskEnv(NoMaskEnv):
-    """Like :class:`NoMaskEnv` with a constant mask (possibly all False) and a configurable action space."""
+    """
+    Like :class:`NoMaskEnv` with a constant mask (possibly all False), a configurable action space and a constant
+    cost; records every action it is stepped with.
 
-    def __init__(self, mask: np.ndarray, action_space: spaces.Space | None = None) -> None:
+    :param mask: what ``action_masks()`` returns
+    :param action_space: the action space (default ``Discrete(len(mask))``)
+    :param cost: ``info["cost"]`` of every step (None: no ``"cost"`` entry at all)
+    """
+
+    def __init__(self, mask: np.ndarray, action_space: spaces.Space | None = None, cost: float | None = 0.0) -> None:
         self.mask = np.asarray(mask)
         self.action_space = action_space if action_space is not None else spaces.Discrete(len(self.mask))
+        self.cost = cost
+        self.actions: list[Any] = []
 
     def action_masks(self) -> np.ndarray:
         return self.mask
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.actions.append(action)
+        info = {} if self.cost is None else {"cost": self.cost}
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, info
 
 
 class LotteryEnv(gym.Env):

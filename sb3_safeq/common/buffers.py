@@ -47,6 +47,7 @@ class SupportStorage:
     """
     Storage of the supports, shared by the flat and the Dict buffers (a mixin: subclass it before an SB3 buffer).
 
+    By hand, ``add(..., infos, supports=..., next_supports=...)`` takes the supports as the environment gives them.
     SB3's ``_store_transition`` calls ``add`` without room for extra arrays, so the algorithm stages the supports of
     the next transition with :meth:`stage_supports` just before, in agent units (masks; boxes scaled to ``[-1, 1]``).
     The supports of the next observations default to the ones the safety wrapper writes into ``info`` (the terminal
@@ -79,11 +80,32 @@ class SupportStorage:
         """
         self._staged = (supports, next_supports)
 
-    def _store_supports(self, infos: list[dict[str, Any]]) -> None:
+    def _agent_supports(self, raw_supports: Any, name: str) -> np.ndarray:
+        """:return: supports given by hand, one per environment in environment units, validated, in agent units"""
+        shape, _ = self.support_kind.storage_shape_and_dtype()
+        if isinstance(raw_supports, np.ndarray) and raw_supports.shape != (self.n_envs, *shape):
+            raise ValueError(
+                f"{name} has shape {raw_supports.shape}, expected ({self.n_envs}, {', '.join(map(str, shape))}): one "
+                f"{self.support_kind.method_name}() result per environment (n_envs={self.n_envs}), in the "
+                "environment's units."
+            )
+        if len(raw_supports) != self.n_envs:
+            raise ValueError(
+                f"{name} holds {len(raw_supports)} supports, expected one per environment ({self.n_envs})."
+            )
+        return self.support_kind.to_agent(self.support_kind.stack(list(raw_supports), source=name))
+
+    def _store_supports(self, infos: list[dict[str, Any]], supports: Any = None, next_supports: Any = None) -> None:
+        if supports is not None:
+            staged_supports, staged_next = self._agent_supports(supports, "supports"), None
+            if next_supports is not None:
+                staged_next = self._agent_supports(next_supports, "next_supports")
+            self._staged = (staged_supports, staged_next)
         if self._staged is None:
             raise RuntimeError(
-                f"{type(self).__name__}.add() needs the supports of the current observations: call "
-                "`buffer.stage_supports(supports)` before each add()."
+                f"{type(self).__name__}.add() needs the supports of the current observations: pass "
+                "`add(..., infos, supports=...)` (one support per environment, as the environment gives it; the "
+                "next observations' supports are read from `infos` unless `next_supports=` is given)."
             )
         supports, next_supports = self._staged
         if next_supports is None:
@@ -117,9 +139,25 @@ class SafeReplayBuffer(SupportStorage, ReplayBuffer):
         reward: np.ndarray,
         done: np.ndarray,
         infos: list[dict[str, Any]],
+        supports: Any = None,
+        next_supports: Any = None,
     ) -> None:
+        """
+        Add one transition per environment, with the supports of its observation and next observation.
+
+        :param obs: observations ``(n_envs, *obs_shape)``
+        :param next_obs: next observations
+        :param action: actions ``(n_envs, *action_shape)``, in agent units (Box: scaled to ``[-1, 1]``)
+        :param reward: rewards ``(n_envs,)``
+        :param done: episode ends ``(n_envs,)``
+        :param infos: one info dict per environment; ``info[<support key>]`` (written by the safety wrapper) gives
+            the support of the next observation unless ``next_supports`` is given
+        :param supports: the supports of ``obs``, one per environment as the environment gives them (a mask; a box
+            ``(2, action_dim)`` in action units); required unless SafeSupportQ staged them
+        :param next_supports: the supports of ``next_obs``, same layout (default: read from ``infos``)
+        """
         # Store the supports first: `super().add` advances `self.pos`.
-        self._store_supports(infos)
+        self._store_supports(infos, supports, next_supports)
         super().add(obs, next_obs, action, reward, done, infos)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> SafeReplayBufferSamples:
@@ -161,8 +199,11 @@ class SafeDictReplayBuffer(SupportStorage, DictReplayBuffer):
         reward: np.ndarray,
         done: np.ndarray,
         infos: list[dict[str, Any]],
+        supports: Any = None,
+        next_supports: Any = None,
     ) -> None:
-        self._store_supports(infos)
+        """Dict-observation twin of :meth:`SafeReplayBuffer.add` (same arguments, observations as dicts)."""
+        self._store_supports(infos, supports, next_supports)
         super().add(obs, next_obs, action, reward, done, infos)
 
     def _get_samples(  # type: ignore[override]

@@ -1,16 +1,18 @@
 """Evaluation of a policy inside the safe support, with the ground-truth safety record of every episode."""
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from sb3_safeq.common.supports.base import COST_INFO_KEY
-from sb3_safeq.common.supports.factory import make_support_kind
+from sb3_safeq.common.supports.factory import find_support_kind, make_support_kind
 from sb3_safeq.common.wrappers import SafetyWrapper
 
 
@@ -39,6 +41,20 @@ class SafeEvaluation:
     def std_return(self) -> float:
         """:return: standard deviation of the episode returns"""
         return float(np.std(self.episode_returns))
+
+
+def predict_takes_support(model: Any, action_space: spaces.Space) -> bool:
+    """
+    :param model: a model
+    :param action_space: the environment's action space
+    :return: whether ``model.predict`` takes the safe support of this kind of action space (``action_masks`` for
+        Discrete actions, ``safe_bounds`` for Box actions)
+    """
+    try:
+        kind = find_support_kind(action_space)
+    except ValueError:  # a kind of action space with a support, but a layout no kind handles (e.g. a 2-D Box)
+        return False
+    return kind is not None and kind.predict_keyword in inspect.signature(model.predict).parameters
 
 
 def evaluate_safe_policy(

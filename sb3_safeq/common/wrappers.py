@@ -23,7 +23,52 @@ EPISODE_UNSAFE_INFO_KEY = "episode_unsafe_visits"
 
 
 class UnsafeVisitError(RuntimeError):
-    """Raised by :class:`SafetyWrapper` in strict mode on the first unsafe step (``info["cost"] > 0``)."""
+    """
+    Raised by :class:`SafetyWrapper` in strict mode on the first unsafe step (``info["cost"] > 0``).
+
+    :param message: the explanation
+    :param info: the step's ``info``, completed by the wrapper (cost, support, flags), so that whoever catches the
+        error can still count the step (SafeSupportQ adds it to ``model.safety_counters``)
+    """
+
+    def __init__(self, message: str, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.info = {} if info is None else info
+
+
+def as_cost(value: Any, source: str = f"info['{COST_INFO_KEY}']") -> float:
+    """
+    Validate one step's ground-truth cost.
+
+    :param value: the cost as the environment reports it
+    :param source: where it came from, for error messages
+    :return: the cost as a float, finite and ``>= 0``
+    :raises ValueError: for a non-numeric, NaN, infinite or negative cost (a NaN compared with 0 is never "unsafe",
+        so it would hide an unsafe visit)
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating, np.ndarray)):
+        raise ValueError(
+            f"{source} = {value!r} ({type(value).__name__}) is not a number: the cost of a step must be a real "
+            "number >= 0 (> 0 for an unsafe step), e.g. `info['cost'] = float(hit_obstacle)`."
+        )
+    if isinstance(value, np.ndarray):
+        if (
+            value.size != 1
+            or not np.issubdtype(value.dtype, np.number)
+            or np.issubdtype(value.dtype, np.complexfloating)
+        ):
+            raise ValueError(
+                f"{source} is an array of shape {value.shape} and dtype {value.dtype}: the cost of one step must be "
+                "one real number >= 0 (sum the costs of several constraints into one)."
+            )
+        value = value.reshape(())[()]
+    cost = float(value)
+    if not np.isfinite(cost) or cost < 0:
+        raise ValueError(
+            f"{source} = {cost}: the cost of a step must be finite and >= 0 (> 0 for an unsafe step). A NaN or "
+            "negative cost would hide unsafe visits from the counters and from strict mode: fix the cost function."
+        )
+    return cost
 
 
 @dataclass
@@ -53,7 +98,7 @@ class SafetyCounters:
         :param infos: one info dict per environment, from one vectorised step
         """
         for info in infos:
-            cost = float(info.get(COST_INFO_KEY, 0.0))
+            cost = as_cost(info.get(COST_INFO_KEY, 0.0))
             self.steps += 1
             self.cumulative_cost += cost
             self.unsafe_visits += int(cost > 0)
@@ -197,19 +242,13 @@ class SafetyWrapper(gym.Wrapper):
                 stacklevel=2,
             )
             self._warned_missing_cost = True
-        cost = float(info.get(COST_INFO_KEY, 0.0))
+        cost = as_cost(info.get(COST_INFO_KEY, 0.0))
         self.counters.steps += 1
         self.counters.cumulative_cost += cost
         self._episode_cost += cost
         if cost > 0:
             self.counters.unsafe_visits += 1
             self._episode_unsafe += 1
-            if self.strict:
-                raise UnsafeVisitError(
-                    f"Unsafe visit (info['cost'] = {cost}) after action {action!r}; strict mode stops at the first "
-                    "one. Check that the safe support really is safe (it must exclude every action that can lead "
-                    "to a cost)."
-                )
 
         self._support = self._read_support()
         empty_support = not terminated and self._is_empty(self._support)
@@ -224,4 +263,12 @@ class SafetyWrapper(gym.Wrapper):
         if terminated or truncated:
             info[EPISODE_COST_INFO_KEY] = self._episode_cost
             info[EPISODE_UNSAFE_INFO_KEY] = self._episode_unsafe
+        if cost > 0 and self.strict:
+            # Raised once the info is complete: the error carries it, so that the step can still be counted.
+            raise UnsafeVisitError(
+                f"Unsafe visit (info['cost'] = {cost}) after action {action!r}; strict mode stops at the first "
+                "one. Check that the safe support really is safe (it must exclude every action that can lead "
+                "to a cost).",
+                info,
+            )
         return obs, reward, terminated, truncated, info

@@ -1,6 +1,7 @@
 """The checks of SafeSupportQ's constructor arguments, with the choices of its string arguments."""
 
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +17,33 @@ EXTRACTIONS = ("forward_kl", "reverse_kl")
 LOSSES = ("huber", "mse")
 
 
+def _is_real(value: object) -> bool:
+    """:return: whether ``value`` is a real number (numpy scalars included, booleans excluded)"""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_integer(value: object) -> bool:
+    """:return: whether ``value`` is an integer (numpy integers included, booleans excluded)"""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_alpha(alpha: float | Callable[[float], float]) -> None:
+    hint = (
+        "the KL temperature must be a finite number > 0 (or a schedule of the remaining progress returning one). "
+        "Small values (e.g. 0.01-0.1 times the reward scale) give a near-greedy safe policy, large ones stay close "
+        "to the behavior policy."
+    )
+    if callable(alpha):
+        # A schedule is checked over its whole range now, rather than failing in the middle of training.
+        for progress in (1.0, 0.75, 0.5, 0.25, 0.0):
+            value = alpha(progress)
+            if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
+                raise ValueError(f"The alpha schedule gives {value!r} at remaining progress {progress}: {hint}")
+        return
+    if not _is_real(alpha) or not math.isfinite(float(alpha)) or float(alpha) <= 0:
+        raise ValueError(f"alpha={alpha!r} is invalid: {hint}")
+
+
 def check_arguments(
     alpha: float | Callable[[float], float],
     exploration: str,
@@ -28,17 +56,27 @@ def check_arguments(
     tau: float,
     max_grad_norm: float,
     replay_buffer_class: type[ReplayBuffer] | None,
+    batch_size: int,
+    gamma: float,
 ) -> None:
     """
     Fail loudly, at construction, on arguments of :class:`~sb3_safeq.SafeSupportQ` that cannot work (see its
     docstring for their meaning).
     """
-    if not callable(alpha) and (not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0):
-        raise ValueError(
-            f"alpha={alpha!r} is invalid: the KL temperature must be a finite number > 0 (or a schedule). "
-            "Small values (e.g. 0.01-0.1 times the reward scale) give a near-greedy safe policy, large ones stay "
-            "close to the behavior policy."
-        )
+    _check_alpha(alpha)
+    if not _is_integer(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (transitions per gradient step).")
+    if not _is_real(gamma) or not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma={gamma!r} must be a discount factor in [0, 1].")
+    for name, value in (("mixture_weight", mixture_weight), ("tau", tau), ("max_grad_norm", max_grad_norm)):
+        if not _is_real(value):
+            raise ValueError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
+    for name, value in (
+        ("target_update_interval", target_update_interval),
+        ("actor_update_interval", actor_update_interval),
+    ):
+        if not _is_integer(value):
+            raise ValueError(f"{name}={value!r} must be an integer (gradient steps), got {type(value).__name__}.")
     if exploration not in EXPLORATION_MODES:
         raise ValueError(f"exploration={exploration!r} is invalid: choose one of {EXPLORATION_MODES}.")
     if not 0.0 <= mixture_weight <= 1.0:
@@ -55,7 +93,7 @@ def check_arguments(
         raise ValueError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction={extraction!r} is invalid: choose one of {EXTRACTIONS}.")
-    if not isinstance(n_behavior_samples, (int, np.integer)) or n_behavior_samples < 1:
+    if not _is_integer(n_behavior_samples) or n_behavior_samples < 1:
         raise ValueError(
             f"n_behavior_samples={n_behavior_samples!r} must be an integer >= 1 (draws from the behavior policy "
             "per state; 16 is a good start)."

@@ -5,14 +5,17 @@ transitions with their supports. It never switches on the kind of support: the k
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import is_wrapped
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import get_obs_shape
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutReturn, TrainFreq
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
@@ -20,7 +23,7 @@ from sb3_safeq.common.buffers import SupportStorage
 from sb3_safeq.common.supports.base import InducedStep, SupportKind
 from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
 from sb3_safeq.common.supports.factory import make_support_kind
-from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
+from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper, UnsafeVisitError
 
 
 class SupportCollectingAlgorithm(OffPolicyAlgorithm):
@@ -41,6 +44,8 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
     # Supports of the current observations: raw (as the environment gives them) and in agent units.
     _last_raw_supports: np.ndarray | None
     _last_supports: np.ndarray | None
+    # An action was sent to the environment and its transition is not stored yet.
+    _action_pending: bool = False
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -66,12 +71,69 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
                         else f"Your environments also lack a `{kind.method_name}()` method giving the safe actions."
                     )
                 )
-        elif not is_wrapped(env, SafetyWrapper):
+        elif is_wrapped(env, SafetyWrapper):
+            _check_no_action_wrapper_above(env)
+        else:
             kind.find_method(env)  # raises a clear error when the environment exposes no support at all
             if verbose >= 1:
                 print("Wrapping the env with a `SafetyWrapper`")
             env = SafetyWrapper(env)
         return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        train_freq: TrainFreq,
+        replay_buffer: ReplayBuffer,
+        action_noise: ActionNoise | None = None,
+        learning_starts: int = 0,
+        log_interval: int | None = None,
+    ) -> RolloutReturn:
+        """SB3's collection, with the unsafe step that stops a strict :class:`SafetyWrapper` counted too."""
+        try:
+            rollout = super().collect_rollouts(
+                env, callback, train_freq, replay_buffer, action_noise, learning_starts, log_interval
+            )
+        except UnsafeVisitError as error:
+            # The wrapper counted the step before raising; so does the model, or its counters would show no visit.
+            self.safety_counters.update_from_infos([error.info])
+            raise
+        if self._action_pending:
+            # A callback stopped training between env.step and the storage of the transition: SB3 then keeps the
+            # observation before the step as `_last_obs`, while the environment (and its support) moved on. The next
+            # `learn` starts from a reset instead of pairing that observation with another state's support.
+            self._last_obs = None
+            self._action_pending = False
+        return rollout
+
+    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
+        """
+        Load a replay buffer saved with ``save_replay_buffer``, refusing one that stores no (or other) supports.
+        Like every pickle, the file runs code when loaded: load only files you trust.
+
+        :param path: the file
+        :param truncate_last_traj: see SB3's ``load_replay_buffer``
+        """
+        super().load_replay_buffer(path, truncate_last_traj)
+        buffer = self.replay_buffer
+        expected_shape, _ = self.support_kind.storage_shape_and_dtype()
+        if not isinstance(buffer, SupportStorage):
+            self.replay_buffer = None
+            raise ValueError(
+                f"The replay buffer in {path!r} is a {type(buffer).__name__}, which stores no safe supports (e.g. a "
+                "DQN or SAC buffer): SafeSupportQ's target needs the support of every next observation. Collect the "
+                "data with SafeSupportQ (or fill a SafeReplayBuffer with `add(..., supports=...)`)."
+            )
+        same_spaces = buffer.action_space == self.action_space and buffer.observation_space == self.observation_space
+        if not same_spaces or buffer.supports.shape[2:] != expected_shape:
+            self.replay_buffer = None
+            raise ValueError(
+                f"The replay buffer in {path!r} was filled for the spaces {buffer.observation_space!r} / "
+                f"{buffer.action_space!r} (supports of shape {buffer.supports.shape[2:]}), not for this model's "
+                f"{self.observation_space!r} / {self.action_space!r} (supports of shape {expected_shape}): load a "
+                "buffer saved from the same environment."
+            )
 
     def current_alpha(self) -> float:
         """:return: the temperature of the induced policy at the current training progress"""
@@ -161,6 +223,7 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
                 actions = np.where(chosen, induced_actions, actions)
         assert actions is not None
         actions = kind.clip_actions(actions, self._last_raw_supports)
+        self._action_pending = True  # until its transition is stored
         return actions, kind.actions_to_agent(actions)
 
     def _store_transition(
@@ -182,6 +245,7 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
             # A non-terminal state without safe action: its soft value is -inf and no safe policy can go on.
             raise EmptySupportError(kind.empty_message(f"A state reached by environment {np.flatnonzero(stuck)[0]}"))
 
+        self._action_pending = False
         assert isinstance(replay_buffer, SupportStorage) and self._last_supports is not None
         next_supports = kind.to_agent(next_raw_supports)
         replay_buffer.stage_supports(self._last_supports, next_supports)
@@ -196,3 +260,20 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         else:
             # The common step: the converted supports above are reused, not converted again.
             self._last_raw_supports, self._last_supports = next_raw_supports, next_supports
+
+
+def _check_no_action_wrapper_above(env: gym.Env) -> None:
+    """
+    :param env: an environment wrapped with a :class:`SafetyWrapper`
+    :raises ValueError: if a wrapper above the SafetyWrapper changes the actions: the supports it writes would be in
+        the units of the actions below it, not of the agent's
+    """
+    current = env
+    while isinstance(current, gym.Wrapper) and not isinstance(current, SafetyWrapper):
+        if isinstance(current, gym.ActionWrapper) or current.action_space != current.env.action_space:
+            raise ValueError(
+                f"{type(current).__name__} changes the actions above the SafetyWrapper, whose supports are in the "
+                "action units below it. Apply the SafetyWrapper outside every action wrapper, e.g. "
+                f"`SafetyWrapper({type(current).__name__}(env, ...))`: it then reads the support through them."
+            )
+        current = current.env

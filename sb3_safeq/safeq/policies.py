@@ -145,8 +145,14 @@ def observation_batch(policy: BasePolicy, observation: Any) -> tuple[PyTorchObs,
             "model.predict(obs)`."
         )
     obs_tensor, vectorized_env = policy.obs_to_tensor(observation)
-    n_obs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
-    return obs_tensor, vectorized_env, n_obs
+    tensors = list(obs_tensor.values()) if isinstance(obs_tensor, dict) else [obs_tensor]
+    if any(tensor.is_floating_point() and not bool(th.isfinite(tensor).all()) for tensor in tensors):
+        # A NaN observation gives NaN Q-values and actions that no clipping into the support can repair.
+        raise ValueError(
+            "predict() got an observation with NaN or infinite entries: no action can be chosen from it. Check the "
+            "sensors or the observation pipeline (e.g. VecNormalize statistics) before acting."
+        )
+    return obs_tensor, vectorized_env, tensors[0].shape[0]
 
 
 class SafeSupportQPolicy(BasePolicy):

@@ -23,7 +23,7 @@ from sb3_safeq.common.wrappers import SafetyCounters
 from sb3_safeq.safeq.arguments import check_arguments
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
 from sb3_safeq.safeq.collection import SupportCollectingAlgorithm
-from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy
+from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy, observation_batch
 from sb3_safeq.safeq.policy_variants import resolve_policy_class
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
@@ -188,6 +188,8 @@ class SafeSupportQ(SupportCollectingAlgorithm):
             tau,
             max_grad_norm,
             replay_buffer_class,
+            batch_size,
+            gamma,
         )
         super().__init__(
             policy,
@@ -293,8 +295,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
                 f"The induced policy needs the safe supports of the observations ({kind.predict_keyword}=)."
             )
         self.policy.set_training_mode(False)
-        observations, _ = self.policy.obs_to_tensor(observation)
-        n_obs = next(iter(observations.values())).shape[0] if isinstance(observations, dict) else observations.shape[0]
+        observations, _, n_obs = observation_batch(self.policy, observation)
         raw_supports, agent_supports = kind.predict_supports(supports, n_obs)
         step = self._induced_step(observations, th.as_tensor(agent_supports, device=self.device), deterministic)
         actions = kind.clip_actions(kind.actions_to_env(step.actions), raw_supports)
@@ -316,7 +317,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
             ``pi_Q`` (numpy, ``(batch,)``)
         """
         self.policy.set_training_mode(False)
-        observations, _ = self.policy.obs_to_tensor(observation)
+        observations, _, _ = observation_batch(self.policy, observation)
         with th.no_grad():
             return self.support_kind.critic_values(self.policy, observations, actions).cpu().numpy()
 

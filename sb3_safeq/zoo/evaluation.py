@@ -9,32 +9,15 @@ callbacks at :func:`evaluate_in_support`, which evaluates such algorithms with
 :func:`~sb3_safeq.common.evaluation.evaluate_safe_policy` and leaves every other one to SB3's ``evaluate_policy``.
 """
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import stable_baselines3.common.callbacks as sb3_callbacks
-from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safeq.common.evaluation import evaluate_safe_policy
-from sb3_safeq.common.supports.factory import find_support_kind
-
-
-def predict_takes_support(model: Any, action_space: spaces.Space) -> bool:
-    """
-    :param model: a model
-    :param action_space: the environment's action space
-    :return: whether ``model.predict`` takes the safe support of this kind of action space (``action_masks`` for
-        Discrete actions, ``safe_bounds`` for Box actions)
-    """
-    try:
-        kind = find_support_kind(action_space)
-    except ValueError:  # a kind of action space with a support, but a layout no kind handles (e.g. a 2-D Box)
-        return False
-    return kind is not None and kind.predict_keyword in inspect.signature(model.predict).parameters
+from sb3_safeq.common.evaluation import evaluate_safe_policy, predict_takes_support
 
 
 def evaluate_in_support(

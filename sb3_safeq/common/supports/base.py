@@ -24,19 +24,6 @@ from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportEr
 COST_INFO_KEY = "cost"
 
 
-def find_env_method(env: gym.Env, name: str) -> Callable[..., Any] | None:
-    """
-    :param env: a (possibly wrapped) gymnasium environment
-    :param name: a method name
-    :return: the environment's method of that name, found through any gymnasium wrappers, or None
-    """
-    try:
-        method = env.get_wrapper_attr(name)
-    except AttributeError:
-        return None
-    return method if callable(method) else None
-
-
 class SoftQLearner(Protocol):
     """What a support kind reads from the algorithm to compute its losses and its induced policy."""
 
@@ -114,11 +101,43 @@ class SupportKind(ABC):
     # ------------------------------------------------------------------ reading and validation
 
     def find_method(self, env: gym.Env) -> Callable[[], Any]:
-        """:return: the environment's support method (raises :class:`MissingSupportError` if absent)"""
-        method = find_env_method(env, self.method_name)
-        if method is None:
-            raise MissingSupportError(self.missing_method_message(env))
+        """
+        Find the support method through the gymnasium wrappers, in the units of ``env``'s own action space.
+
+        A wrapper between ``env`` and the layer that defines the method may change the actions (an action wrapper, or
+        any wrapper with another action space): its supports would then be in the wrong units. Each such wrapper is
+        passed to :meth:`support_through_action_wrapper`, which converts the supports or refuses the wrapper.
+
+        :param env: a (possibly wrapped) gymnasium environment
+        :return: a function giving the support of the current observation
+        :raises MissingSupportError: if no layer defines the method
+        """
+        layers: list[gym.Wrapper] = []
+        current: gym.Env = env
+        while not callable(getattr(current, self.method_name, None)):
+            if not isinstance(current, gym.Wrapper):
+                raise MissingSupportError(self.missing_method_message(env))
+            layers.append(current)
+            current = current.env
+        method: Callable[[], Any] = getattr(current, self.method_name)
+        for wrapper in reversed(layers):  # from the inner-most outwards
+            if isinstance(wrapper, gym.ActionWrapper) or wrapper.action_space != wrapper.env.action_space:
+                method = self.support_through_action_wrapper(wrapper, method)
         return method
+
+    def support_through_action_wrapper(self, wrapper: gym.Wrapper, method: Callable[[], Any]) -> Callable[[], Any]:
+        """
+        :param wrapper: a wrapper that may change the actions, above the layer giving the support
+        :param method: the support function below it (in the wrapped environment's action units)
+        :return: the support function in the wrapper's action units
+        :raises ValueError: when the kind cannot convert supports through this wrapper (the default)
+        """
+        raise ValueError(
+            f"{type(wrapper).__name__} changes the actions between the agent and the environment that gives "
+            f"{self.method_name}(): the safe support would be read in the wrong action units. Give "
+            f"{type(wrapper).__name__} (or a wrapper above it) a `{self.method_name}()` method that converts the "
+            "support into its own action space, or apply it below the layer that defines the support."
+        )
 
     @abstractmethod
     def missing_method_message(self, env: gym.Env) -> str:

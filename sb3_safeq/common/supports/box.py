@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from gymnasium.wrappers import RescaleAction
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_safeq.common.backup import sampled_soft_value
@@ -100,6 +101,21 @@ class BoxSupport(SupportKind):
             "`sb3_safeq.SafetyWrapper(env, safe_bounds_fn=fn)` where `fn(env) -> (low, high)`."
         )
 
+    def support_through_action_wrapper(self, wrapper: gym.Wrapper, method: Callable[[], Any]) -> Callable[[], Any]:
+        # RescaleAction is an exact affine map between two boxes: so are the safe boxes. Others are refused.
+        if not isinstance(wrapper, RescaleAction):
+            return super().support_through_action_wrapper(wrapper, method)
+        inner, outer = wrapper.env.action_space, wrapper.action_space
+        assert isinstance(inner, spaces.Box) and isinstance(outer, spaces.Box)
+        inner_low, outer_low = inner.low.astype(np.float64), outer.low.astype(np.float64)
+        scale = (outer.high.astype(np.float64) - outer_low) / (inner.high.astype(np.float64) - inner_low)
+        source = f"{self.method_name}() below {type(wrapper).__name__}"
+
+        def rescaled() -> np.ndarray:
+            return outer_low + (as_safe_bounds(method(), inner, source).astype(np.float64) - inner_low) * scale
+
+        return rescaled
+
     def validate(self, support: Any, source: str) -> np.ndarray:
         return as_safe_bounds(support, self.action_space, source)
 
@@ -141,24 +157,51 @@ class BoxSupport(SupportKind):
         return np.minimum(np.maximum(in_box, support[0]), support[1])
 
     def predict_supports(self, supports: Any, n_obs: int) -> tuple[np.ndarray, np.ndarray]:
-        low, high = supports if isinstance(supports, tuple) else (None, None)
-        if low is not None:
-            low_array = np.asarray(low, dtype=np.float64).reshape(-1, *self.action_space.shape)
-            high_array = np.asarray(high, dtype=np.float64).reshape(-1, *self.action_space.shape)
-            boxes = np.stack([low_array, high_array], axis=1)
-        else:
-            boxes = np.asarray(supports, dtype=np.float64).reshape(-1, 2, *self.action_space.shape)
-        if boxes.shape[0] != n_obs:
-            raise ValueError(
-                f"safe_bounds holds {boxes.shape[0]} boxes for {n_obs} observations: give (low, high) with low and "
-                f"high of shape ({n_obs}, {self.action_dim}) (or of the action shape for one observation)."
-            )
+        boxes = self._predict_boxes(supports, n_obs)
         env_boxes = np.stack([as_safe_bounds(box, self.action_space, source="safe_bounds") for box in boxes])
         if empty_boxes(env_boxes).any():
             raise EmptySupportError(
                 empty_box_message("An observation passed to predict()") + " (safe_bounds has low > high.)"
             )
         return env_boxes, self.scaler.to_agent(env_boxes)
+
+    def _predict_boxes(self, supports: Any, n_obs: int) -> np.ndarray:
+        """
+        Read the layouts ``predict(safe_bounds=...)`` accepts, never reshaping one into another (same sizes, other
+        meanings): a tuple ``(low, high)``; a list, either ``[low, high]`` or one ``(low, high)`` per observation (as
+        ``VecEnv.env_method("safe_action_bounds")`` gives them); an array of one box per observation.
+
+        :return: the boxes ``(n_obs, 2, action_dim)`` in action units, float64, not validated yet
+        """
+        dim = self.action_dim
+        batch_shapes = {(n_obs, dim)} | ({(dim,)} if n_obs == 1 else set())
+        layouts = (
+            f"give safe_bounds=(low, high) with low and high of shape ({n_obs}, {dim}) (or ({dim},) for one "
+            f"observation), or one box per observation as an array of shape ({n_obs}, 2, {dim})"
+        )
+        if isinstance(supports, (tuple, list)):
+            parts = [np.asarray(part, dtype=np.float64) for part in supports]
+            as_low_high = len(parts) == 2 and all(part.shape in batch_shapes for part in parts)
+            as_boxes = isinstance(supports, list) and len(parts) == n_obs and all(p.shape == (2, dim) for p in parts)
+            if as_low_high and as_boxes:
+                raise ValueError(
+                    f"safe_bounds is a list of two arrays of shape (2, {dim}) for 2 observations: it could be [low, "
+                    "high] or one box per observation. Pass a tuple (low, high), or an array of shape "
+                    f"(2, 2, {dim}) with one box per observation."
+                )
+            if as_boxes:
+                return np.stack(parts)
+            if not as_low_high:
+                shapes = ", ".join(str(part.shape) for part in parts)
+                raise ValueError(f"safe_bounds holds parts of shapes {shapes} for {n_obs} observation(s): {layouts}.")
+            low, high = (part.reshape(n_obs, dim) for part in parts)
+            return np.stack([low, high], axis=1)
+        boxes = np.asarray(supports, dtype=np.float64)
+        if n_obs == 1 and boxes.shape == (2, dim):
+            boxes = boxes[None]
+        if boxes.shape != (n_obs, 2, dim):
+            raise ValueError(f"safe_bounds has shape {boxes.shape} for {n_obs} observation(s): {layouts}.")
+        return boxes
 
     def predict_argument(self, raw_supports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return raw_supports[:, 0], raw_supports[:, 1]

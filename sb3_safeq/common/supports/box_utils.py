@@ -76,13 +76,20 @@ def as_safe_bounds(bounds: Any, action_space: spaces.Box, source: str = f"{SAFE_
         array = np.asarray(bounds, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source} must return (low, high), two arrays of shape ({action_dim},): {error}") from None
+    if array.shape == (2,) and action_dim == 1:
+        array = array.reshape(2, 1)  # (low, high) as two numbers for a one-axis action
     if array.shape != (2, action_dim):
-        if array.size != 2 * action_dim:
-            raise ValueError(
-                f"{source} returned bounds of shape {array.shape}, expected (low, high) with low and high of shape "
-                f"({action_dim},) each."
-            )
-        array = array.reshape(2, action_dim)
+        # No reshaping: one row per axis, (action_dim, 2), has the same size and would scramble the box.
+        layout = (
+            f" It looks like one row per axis, shape ({action_dim}, 2): give `(low, high)` (e.g. `bounds.T`)."
+            if array.shape == (action_dim, 2)
+            else ""
+        )
+        raise ValueError(
+            f"{source} gave bounds of shape {array.shape}, expected (low, high) with low and high of shape "
+            f"({action_dim},) each, i.e. an array of shape (2, {action_dim}): row 0 the lower, row 1 the upper "
+            f"bound.{layout}"
+        )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{source} returned NaN or infinite bounds {array.tolist()}: every bound must be finite.")
     space_low = action_space.low.astype(np.float64)

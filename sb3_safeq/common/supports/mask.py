@@ -51,6 +51,16 @@ class MaskSupport(SupportKind):
     samples_behavior = False
     action_space: spaces.Discrete
 
+    def __init__(self, action_space: spaces.Discrete) -> None:
+        if int(action_space.start) != 0:
+            raise ValueError(
+                f"The action space {action_space!r} starts at {int(action_space.start)}: action masks index the "
+                "actions 0..n-1 (sb3-contrib's convention), so the mask's entry i and the action value "
+                f"{int(action_space.start)} + i would disagree. Give the environment `Discrete(n)` and add the offset "
+                "inside its step(), or wrap it with `gymnasium.wrappers.TransformAction` and a `Discrete(n)` space."
+            )
+        super().__init__(action_space)
+
     @property
     def n_actions(self) -> int:
         """:return: the number of discrete actions"""
@@ -90,12 +100,16 @@ class MaskSupport(SupportKind):
 
     def predict_supports(self, supports: Any, n_obs: int) -> tuple[np.ndarray, np.ndarray]:
         masks = np.asarray(supports)
-        if masks.size != n_obs * self.n_actions:
+        # One row per observation; a single observation may also give its mask alone. No other layout is reshaped:
+        # a transposed batch of masks has the same size and would scramble which action is safe where.
+        if masks.shape == (self.n_actions,) and n_obs == 1:
+            masks = masks[None]
+        if masks.shape != (n_obs, self.n_actions):
             raise ValueError(
-                f"action_masks has {masks.size} entries, expected {n_obs} x {self.n_actions} (one boolean per action "
-                "for each observation)."
+                f"action_masks has shape {masks.shape}, expected ({n_obs}, {self.n_actions}): one row of "
+                f"{self.n_actions} booleans per observation (or shape ({self.n_actions},) for one observation)."
             )
-        masks = masks.reshape(n_obs, self.n_actions).astype(bool)
+        masks = np.stack([as_action_mask(mask, self.n_actions, "action_masks") for mask in masks])
         if not masks.any(axis=1).all():
             raise EmptySupportError(empty_mask_message("An observation passed to predict()"))
         return masks, masks

@@ -39,15 +39,17 @@ def as_action_mask(mask: Any, n_actions: int, source: str = f"{ACTION_MASKS_METH
     """
     array = np.asarray(mask)
     if array.shape != (n_actions,):
-        flat = array.reshape(-1) if array.size == n_actions else None
-        if flat is None:
-            raise ValueError(
-                f"{source} returned an array of shape {array.shape}, expected ({n_actions},): one boolean per "
-                "action of the Discrete action space."
-            )
-        array = flat
+        raise ValueError(
+            f"{source} gave an array of shape {array.shape}, expected ({n_actions},): one boolean per action of the "
+            "Discrete action space (True = safe)."
+        )
     if array.dtype != np.bool_:
-        if not np.all(np.isin(array, (0, 1))):
-            raise ValueError(f"{source} must contain booleans (or 0/1), got values {np.unique(array)[:8]}.")
+        numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        if not numeric or not np.all(np.isin(array, (0, 1))):
+            shown = np.unique(array)[:8] if numeric else array[:8]
+            raise ValueError(
+                f"{source} must contain booleans (or exactly 0/1), got values {shown} (dtype {array.dtype}): a "
+                "probability or NaN is not a safe/unsafe decision."
+            )
         array = array.astype(bool)
     return array

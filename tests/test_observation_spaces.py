@@ -1,0 +1,79 @@
+"""
+Observation spaces beyond flat vectors, for both kinds: Dict observations train with the kind's MultiInputPolicy and
+a SafeDictReplayBuffer whose supports stay aligned with the observations; image observations train with the kind's
+CnnPolicy; the policy names resolve to each kind's classes.
+"""
+
+from typing import Any
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from sb3_safeq import SafeDictReplayBuffer, SafeSupportQ
+from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMultiInputPolicy
+from sb3_safeq.safeq.policies import CnnPolicy, MultiInputPolicy
+from tests.box_toy_envs import FixedBoxEnv
+from tests.helpers import KINDS, SMALL, decode_supports, random_env, to_agent_units
+from tests.toy_envs import FixedMaskEnv
+
+MULTI_INPUT_POLICIES = {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy}
+CNN_POLICIES = {"mask": CnnPolicy, "box": BoxCnnPolicy}
+# A support with a single safe choice for predict, and that choice: the fourth action; a point box.
+ONE_CHOICE: dict[str, tuple[dict[str, Any], Any]] = {
+    "mask": ({"action_masks": np.array([0, 0, 0, 1, 0])}, 3),
+    "box": ({"safe_bounds": ([0.5, 1.0], [0.5, 1.0])}, [0.5, 1.0]),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dict_observations_train_with_a_safe_dict_buffer(kind: str) -> None:
+    model = SafeSupportQ("MultiInputPolicy", random_env(kind, dict_obs=True), exploration="induced", seed=0, **SMALL)
+    model.learn(200)
+    assert isinstance(model.policy, MULTI_INPUT_POLICIES[kind])
+    buffer = model.replay_buffer
+    assert isinstance(buffer, SafeDictReplayBuffer)
+    # The flat entry (named after the kind) encodes the support: the stored supports stay aligned with it.
+    n = buffer.pos
+    expected = to_agent_units(model.action_space, decode_supports(kind, buffer.observations[kind][:n]))
+    expected_next = to_agent_units(model.action_space, decode_supports(kind, buffer.next_observations[kind][:n]))
+    np.testing.assert_array_equal(buffer.supports[:n], expected)
+    np.testing.assert_array_equal(buffer.next_supports[:n], expected_next)
+    obs, _ = random_env(kind, dict_obs=True).reset(seed=0)
+    support_kwargs, only_action = ONE_CHOICE[kind]
+    action, _ = model.predict(obs, deterministic=True, **support_kwargs)
+    np.testing.assert_array_equal(action, np.asarray(only_action, dtype=model.action_space.dtype))
+
+
+class ImageMaskEnv(FixedMaskEnv):
+    """Image observations, a fixed mask."""
+
+    observation_space = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
+
+
+class ImageBoxEnv(FixedBoxEnv):
+    """Image observations, a fixed box."""
+
+    observation_space = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cnn_policy_on_image_observations(kind: str) -> None:
+    env = ImageMaskEnv(np.array([True, False, True])) if kind == "mask" else ImageBoxEnv([-0.5, 0.0], [0.5, 1.0])
+    model = SafeSupportQ("CnnPolicy", env, seed=0, learning_starts=20, batch_size=8, buffer_size=200)
+    model.learn(60)
+    assert isinstance(model.policy, CNN_POLICIES[kind])
+    assert model.safety_counters.out_of_support_actions == 0
+    assert SafeSupportQ.policy_aliases["CnnPolicy"] is CnnPolicy
