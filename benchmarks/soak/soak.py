@@ -2,7 +2,9 @@
 Soak benchmark of the safety guarantee (not a test): SafeSupportQ trained on every bundled environment with the
 three exploration modes, behind ``SafetyWrapper(strict=True)``, for many steps. Every ``--record-every`` steps each
 run records its counters (unsafe visits must stay 0), the actions outside the support, the empty-support states and
-the process's resident memory, so that a leak or a late unsafe visit shows in the timeline.
+the process's resident memory, so that a leak or a late unsafe visit shows in the timeline. A
+:class:`~sb3_safeq.SafeEvalCallback` evaluates the deployed policy inside the support four times per run; its
+unsafe visits are recorded too (they must be 0 as well).
 
     python benchmarks/soak/soak.py --steps 56000 --jobs 2 --out benchmarks/soak
 
@@ -15,6 +17,7 @@ import argparse
 import csv
 import multiprocessing
 import platform
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,7 +29,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import sb3_safeq
-from sb3_safeq import SafeSupportQ, SafetyWrapper, UnsafeVisitError
+from sb3_safeq import SafeEvalCallback, SafeSupportQ, SafetyWrapper, UnsafeVisitError
 from sb3_safeq.bench.algorithms import get_algo, load_hyperparams
 from sb3_safeq.envs import SAFE_CONTINUOUS_ENV_IDS, SAFE_DISCRETE_ENV_IDS
 
@@ -40,6 +43,8 @@ FIELDS = (
     "cumulative_cost",
     "out_of_support_actions",
     "empty_support_states",
+    "eval_episodes",
+    "eval_unsafe_visits",
     "rss_mb",
     "elapsed_s",
     "error",
@@ -56,9 +61,9 @@ def resident_memory_mb() -> float:
 class Recorder(BaseCallback):
     """Record the safety counters and the memory every ``every`` steps."""
 
-    def __init__(self, env_id: str, exploration: str, every: int) -> None:
+    def __init__(self, env_id: str, exploration: str, every: int, evaluation: SafeEvalCallback) -> None:
         super().__init__()
-        self.env_id, self.exploration, self.every = env_id, exploration, every
+        self.env_id, self.exploration, self.every, self.evaluation = env_id, exploration, every, evaluation
         self.rows: list[dict[str, Any]] = []
         self._start = time.perf_counter()
 
@@ -73,6 +78,8 @@ class Recorder(BaseCallback):
                 "cumulative_cost": counters.cumulative_cost,
                 "out_of_support_actions": counters.out_of_support_actions,
                 "empty_support_states": counters.empty_support_states,
+                "eval_episodes": self.evaluation.n_eval_episodes * len(self.evaluation.evaluations_unsafe_visits),
+                "eval_unsafe_visits": sum(self.evaluation.evaluations_unsafe_visits),
                 "rss_mb": round(resident_memory_mb(), 1),
                 "elapsed_s": round(time.perf_counter() - self._start, 1),
                 "error": error,
@@ -95,9 +102,13 @@ def soak_one(env_id: str, exploration: str, steps: int, every: int, seed: int) -
     # A strict wrapper: the first unsafe visit ends the run with UnsafeVisitError (recorded, not hidden).
     vec_env = DummyVecEnv([lambda: Monitor(SafetyWrapper(gym.make(env_id), strict=True)) for _ in range(n_envs)])
     model = SafeSupportQ(env=vec_env, seed=seed, device="cpu", **kwargs)
-    recorder = Recorder(env_id, exploration, every)
+    # log_path only makes the callback keep its per-evaluation unsafe visits (evaluations.npz, in a scratch folder).
+    evaluation = SafeEvalCallback(
+        gym.make(env_id), n_eval_episodes=5, eval_freq=max(1, steps // (4 * n_envs)), log_path=tempfile.mkdtemp()
+    )
+    recorder = Recorder(env_id, exploration, every, evaluation)
     try:
-        model.learn(steps, callback=recorder)
+        model.learn(steps, callback=[evaluation, recorder])
         recorder.record()
     except UnsafeVisitError as error:
         recorder.record(error=str(error).splitlines()[0])
@@ -139,17 +150,23 @@ def main() -> None:
         f"{time.perf_counter() - start:.0f} s wall.",
         "",
         f"**{total_steps:,} training steps in all, {sum(row['unsafe_visits'] for row in finals)} unsafe visits, "
-        f"{sum(row['out_of_support_actions'] for row in finals)} actions outside the support.**",
+        f"{sum(row['out_of_support_actions'] for row in finals)} actions outside the support; "
+        f"{sum(row['eval_episodes'] for row in finals)} SafeEvalCallback episodes with "
+        f"{sum(row['eval_unsafe_visits'] for row in finals)} unsafe visits.**",
         "",
-        "| env | exploration | steps | unsafe visits | out of support | empty supports | RSS first record (MiB) | "
-        "RSS last (MiB) | error |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "RSS grows while the replay buffer's pages are first written (numpy allocates them lazily) and should level "
+        "off once it is full or the run ends; a steady climb after that would be a leak.",
+        "",
+        "| env | exploration | steps | unsafe visits | out of support | empty supports | eval episodes | eval unsafe "
+        "visits | RSS first record (MiB) | RSS last (MiB) | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for timeline in timelines:
         first, last = timeline[0], timeline[-1]
         lines.append(
             f"| {last['env']} | {last['exploration']} | {last['steps']:,} | {last['unsafe_visits']} | "
-            f"{last['out_of_support_actions']} | {last['empty_support_states']} | {first['rss_mb']} | "
+            f"{last['out_of_support_actions']} | {last['empty_support_states']} | {last['eval_episodes']} | "
+            f"{last['eval_unsafe_visits']} | {first['rss_mb']} | "
             f"{last['rss_mb']} | {last['error']} |"
         )
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -2,7 +2,6 @@
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch.nn import functional as F
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import record_safety
-from sb3_safeq.common.supports.base import InducedStep, SupportKind
+from sb3_safeq.common.supports.base import InducedActions, InducedStep, SupportKind
 from sb3_safeq.common.supports.factory import SUPPORTED_ACTION_SPACES, make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters
 from sb3_safeq.safeq.arguments import check_arguments
@@ -27,24 +26,6 @@ from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, Saf
 from sb3_safeq.safeq.policy_variants import resolve_policy_class
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
-
-
-@dataclass(frozen=True)
-class InducedActions:
-    """
-    Actions of the induced policy ``pi_Q`` (see :meth:`SafeSupportQ.induced_policy`), numpy, one row per observation.
-
-    :param actions: the actions in environment units, inside the supports as given
-    :param q_values: the critic's ``Q̂(s, a)`` of these actions as the soft target uses it
-    :param kl: ``KL(pi_Q(.|s) || beta(.|s))``: exact for Discrete actions; for Box actions the self-normalised estimate
-        over the ``n_behavior_samples`` draws (at most ``log N``)
-    :param log_probs: ``log pi_Q`` of every action ``(batch, n_actions)`` for Discrete actions; None for Box actions
-    """
-
-    actions: np.ndarray
-    q_values: np.ndarray
-    kl: np.ndarray
-    log_probs: np.ndarray | None = None
 
 
 class SafeSupportQ(SupportCollectingAlgorithm):

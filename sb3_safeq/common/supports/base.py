@@ -58,6 +58,25 @@ class InducedStep:
     log_probs: th.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class InducedActions:
+    """
+    Actions of the induced policy ``pi_Q`` (:meth:`~sb3_safeq.SafeSupportQ.induced_policy`), numpy, one row per
+    observation: the public twin of :class:`InducedStep`.
+
+    :param actions: the actions in environment units, inside the supports as given
+    :param q_values: the critic's ``Q̂(s, a)`` of these actions as the soft target uses it
+    :param kl: ``KL(pi_Q(.|s) || beta(.|s))``: exact for Discrete actions; for Box actions the self-normalised estimate
+        over the ``n_behavior_samples`` draws (at most ``log N``)
+    :param log_probs: ``log pi_Q`` of every action ``(batch, n_actions)`` for Discrete actions; None for Box actions
+    """
+
+    actions: np.ndarray
+    q_values: np.ndarray
+    kl: np.ndarray
+    log_probs: np.ndarray | None = None
+
+
 #: The critic's loss, the mean Q-value (detached) and, when the actor is updated with it, the actor's loss and the
 #: statistic the kind logs.
 Losses = tuple[th.Tensor, th.Tensor, tuple[th.Tensor, th.Tensor] | None]
