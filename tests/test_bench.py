@@ -416,3 +416,22 @@ def test_sigterm_stops_the_workers_and_keeps_the_folder_resumable(tmp_path: Path
         time.sleep(0.5)
     assert marked_processes() == []
     assert not (out / ".bench.lock").exists()
+
+
+def test_runs_csv_is_replaced_atomically(tmp_path: Path) -> None:
+    # A rewrite interrupted half-way (here: an error after part of the rows) leaves the previous file whole.
+    from sb3_safeq.bench.runner import rewrite_atomically
+
+    runs_csv = tmp_path / "runs.csv"
+    runs_csv.write_text("algo,env\nsafeq,SafeCliffWalking-v0\n")
+
+    def torn_write(target: Path) -> None:
+        target.write_text("algo,env\nsafeq,")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rewrite_atomically(runs_csv, torn_write)
+    assert runs_csv.read_text() == "algo,env\nsafeq,SafeCliffWalking-v0\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["runs.csv"]
+    rewrite_atomically(runs_csv, lambda target: target.write_text("algo,env\n"))
+    assert runs_csv.read_text() == "algo,env\n"

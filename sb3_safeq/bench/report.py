@@ -14,7 +14,7 @@ from scipy import stats
 
 from sb3_safeq.bench.metrics import bootstrap_ci, target_return, time_to_target
 from sb3_safeq.bench.provenance import read_invocations
-from sb3_safeq.bench.runner import COLUMNS
+from sb3_safeq.bench.runner import COLUMNS, rewrite_atomically
 
 #: Curves of a run live in ``curves/<algo>__<env>__<seed>.json``.
 CURVES_DIR = "curves"
@@ -329,7 +329,7 @@ def write_report(out_dir: Path) -> tuple[Path, list[Path]]:
     runs = pd.read_csv(runs_csv).reindex(columns=list(COLUMNS))
     runs = fill_time_to_target(runs, out_dir)
     runs = runs.sort_values(["env", "algo", "seed"])
-    runs[list(COLUMNS)].to_csv(runs_csv, index=False)
+    rewrite_atomically(runs_csv, lambda target: runs[list(COLUMNS)].to_csv(target, index=False))
     summary = out_dir / "summary.md"
     summary.write_text(summary_table(runs, read_invocations(out_dir)) + "\n")
     return summary, plot_all(runs, out_dir)

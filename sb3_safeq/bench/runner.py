@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import multiprocessing
+import os
 import resource
 import signal
 import threading
@@ -330,6 +331,22 @@ def row_key(row: dict[str, str]) -> tuple[str, ...]:
     return tuple(row.get(column, "") for column in KEY_COLUMNS)
 
 
+def rewrite_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """
+    Write a new version of a file next to it and swap it in with one rename: an interruption leaves the old file or
+    the new one, never a torn one (a "finished" row with blank metrics).
+
+    :param path: the file to replace
+    :param write: writes the new content into the path it is given
+    """
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """
     Append a row to ``runs.csv``, writing the header first when the file is new.
@@ -403,9 +420,14 @@ def run_benchmark(
     wanted_runs = {key[:3] for key in wanted}
     kept = [row for row in previous if row_key(row) in wanted or row_key(row)[:3] not in wanted_runs]
     if previous and (len(kept) < len(previous) or list(previous[0]) != list(COLUMNS)):
-        runs_csv.unlink()
-        for row in kept:
-            append_row(runs_csv, {column: row.get(column, "") for column in COLUMNS})
+
+        def write_kept(target: Path) -> None:
+            with target.open("w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows({column: row.get(column, "") for column in COLUMNS} for row in kept)
+
+        rewrite_atomically(runs_csv, write_kept)
     done = {row_key(row) for row in kept}
     todo = [task for task in tasks if task.key not in done]
     log(f"{len(tasks) - len(todo)} run(s) already finished (skipped), {len(todo)} to run with {jobs} process(es).")
