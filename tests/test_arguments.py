@@ -31,7 +31,8 @@ from tests.toy_envs import FixedMaskEnv, NoMaskEnv, RandomMaskEnv
         ({"exploration": "greedy"}, "exploration='greedy' is invalid"),
         ({"mixture_weight": 1.5}, "mixture_weight"),
         ({"loss": "l1"}, "loss='l1' is invalid"),
-        ({"tau": 0.0}, "tau=0.0"),
+        ({"tau": -0.1}, r"tau=-0.1 must be in \[0, 1\]"),  # 0 is accepted: a frozen target network
+        ({"tau": 1.5}, r"tau=1.5 must be in \[0, 1\]"),
         ({"target_update_interval": 0}, "target_update_interval"),
         ({"actor_update_interval": 0}, "actor_update_interval=0"),
         ({"behavior": "greedy"}, "Unknown behavior policy 'greedy'"),

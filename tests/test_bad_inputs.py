@@ -404,3 +404,32 @@ def test_action_wrappers_above_the_safety_wrapper_are_refused() -> None:
     env = RescaleAction(SafetyWrapper(CostEnv("box")), np.float32(-2.0), np.float32(2.0))
     with pytest.raises(ValueError, match=r"RescaleAction changes the actions above the SafetyWrapper"):
         SafeSupportQ("MlpPolicy", env, **TINY)
+
+
+# ------------------------------------------------------------------------------- arguments DQN / SAC also take
+
+
+def test_n_step_returns_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="n_steps=3: SafeSupportQ takes one-step targets only"):
+        SafeSupportQ("MlpPolicy", CostEnv(), n_steps=3, **TINY)
+    SafeSupportQ("MlpPolicy", CostEnv(), n_steps=1, **TINY)  # SB3's default is accepted
+
+
+def test_share_features_extractor_is_accepted_false_and_refused_true() -> None:
+    # SAC's policy_kwargs carry share_features_extractor; SafeSupportQ's critic must stay independent of the head.
+    box_tiny = {**TINY, "policy_kwargs": {"net_arch": [8], "share_features_extractor": False}}
+    model = SafeSupportQ("MlpPolicy", CostEnv("box"), **box_tiny)
+    assert model.critic.features_extractor is not model.actor.features_extractor
+    shared = {**TINY, "policy_kwargs": {"net_arch": [8], "share_features_extractor": True}}
+    with pytest.raises(ValueError, match="share_features_extractor=True is not supported"):
+        SafeSupportQ("MlpPolicy", CostEnv("box"), **shared)
+
+
+def test_tau_zero_keeps_the_target_network_fixed() -> None:
+    import torch as th
+
+    model = SafeSupportQ("MlpPolicy", CostEnv(), tau=0.0, seed=0, **TINY)
+    target = [parameter.detach().clone() for parameter in model.critic_target.parameters()]
+    model.learn(60)
+    assert all(th.equal(a, b) for a, b in zip(target, model.critic_target.parameters(), strict=True))
+    assert not all(th.equal(a, b) for a, b in zip(target, model.critic.parameters(), strict=True))

@@ -58,12 +58,20 @@ def check_arguments(
     replay_buffer_class: type[ReplayBuffer] | None,
     batch_size: int,
     gamma: float,
+    n_steps: int,
 ) -> None:
     """
     Fail loudly, at construction, on arguments of :class:`~sb3_safeq.SafeSupportQ` that cannot work (see its
     docstring for their meaning).
     """
     _check_alpha(alpha)
+    if n_steps != 1:
+        raise ValueError(
+            f"n_steps={n_steps!r}: SafeSupportQ takes one-step targets only. Its critic is the soft value of the "
+            "induced policy pi_Q; an n-step return sums rewards of actions drawn by the collecting policy (beta, or "
+            "a mixture) without pi_Q's KL penalties and importance weights, so it would estimate another policy's "
+            "value. Use n_steps=1 (the default)."
+        )
     if not _is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (transitions per gradient step).")
     if not _is_real(gamma) or not 0.0 <= float(gamma) <= 1.0:
@@ -85,8 +93,8 @@ def check_arguments(
         raise ValueError(f"loss={loss!r} is invalid: choose one of {LOSSES}.")
     if target_update_interval < 1:
         raise ValueError(f"target_update_interval={target_update_interval} must be >= 1 (gradient steps).")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau={tau} must be in (0, 1] (1 is a hard target update).")
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau={tau} must be in [0, 1] (1 is a hard target update, 0 a frozen target network).")
     if max_grad_norm <= 0:
         raise ValueError(f"max_grad_norm={max_grad_norm} must be > 0.")
     if actor_update_interval < 1:

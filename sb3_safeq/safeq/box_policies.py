@@ -123,6 +123,8 @@ class BoxSafeSupportQPolicy(BasePolicy):
     :param optimizer_kwargs: keyword arguments of the optimizer, excluding the learning rate. Adam and AdamW use
         torch's fused implementation unless ``fused`` or ``foreach`` is given.
     :param n_critics: number of critic networks (the target takes their minimum or mean, see ``twin_min``)
+    :param share_features_extractor: must stay False (accepted for SAC's ``policy_kwargs``): the critic never depends
+        on the extraction head, and a shared features extractor would let the head's loss move the critic's features
     """
 
     action_space: spaces.Box
@@ -143,7 +145,14 @@ class BoxSafeSupportQPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        share_features_extractor: bool = False,
     ) -> None:
+        if share_features_extractor:
+            raise ValueError(
+                "share_features_extractor=True is not supported: SafeSupportQ trains the critic independently of the "
+                "extraction head (the head can be retrained on a fixed critic), and a features extractor shared with "
+                "the head would let the head's loss change the critic's features. Leave it False (the default)."
+            )
         super().__init__(
             observation_space,
             action_space,
@@ -282,6 +291,7 @@ class BoxCnnPolicy(BoxSafeSupportQPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        share_features_extractor: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -295,6 +305,7 @@ class BoxCnnPolicy(BoxSafeSupportQPolicy):
             optimizer_class,
             optimizer_kwargs,
             n_critics,
+            share_features_extractor,
         )
 
 
@@ -317,6 +328,7 @@ class BoxMultiInputPolicy(BoxSafeSupportQPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        share_features_extractor: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -330,4 +342,5 @@ class BoxMultiInputPolicy(BoxSafeSupportQPolicy):
             optimizer_class,
             optimizer_kwargs,
             n_critics,
+            share_features_extractor,
         )

@@ -58,7 +58,8 @@ class SafeSupportQ(SupportCollectingAlgorithm):
     :param buffer_size: size of the replay buffer
     :param learning_starts: number of steps collected with the behavior policy before learning starts
     :param batch_size: minibatch size of each gradient update
-    :param tau: soft update coefficient of the target network ("Polyak update", 1 for a hard update)
+    :param tau: soft update coefficient of the target network ("Polyak update", 1 for a hard update, 0 a frozen
+        target network)
     :param gamma: discount factor
     :param train_freq: update the model every ``train_freq`` steps, or a tuple like ``(5, "step")`` or
         ``(2, "episode")``
@@ -99,6 +100,8 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         with stochastic transitions Huber regresses toward the *median* of the targets and biases the critic
         (slippery cliff walking: mean ``|Q - Q*_alpha|`` 40.3 with Huber, 4.1 with MSE; docs/benchmarks.md)
     :param max_grad_norm: maximum norm for gradient clipping
+    :param n_steps: must be 1: n-step returns (SB3's ``n_steps``) would estimate the collecting policy's value, not
+        the soft value of ``pi_Q`` (the error says why)
     :param replay_buffer_class: replay buffer class; must store supports (default: :class:`SafeReplayBuffer`, or
         :class:`SafeDictReplayBuffer` for Dict observations)
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
@@ -146,6 +149,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         actor_update_interval: int = 1,
         loss: str = "mse",
         max_grad_norm: float = 10.0,
+        n_steps: int = 1,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
@@ -171,6 +175,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
             replay_buffer_class,
             batch_size,
             gamma,
+            n_steps,
         )
         super().__init__(
             policy,
