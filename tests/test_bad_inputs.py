@@ -433,3 +433,17 @@ def test_tau_zero_keeps_the_target_network_fixed() -> None:
     model.learn(60)
     assert all(th.equal(a, b) for a, b in zip(target, model.critic_target.parameters(), strict=True))
     assert not all(th.equal(a, b) for a, b in zip(target, model.critic.parameters(), strict=True))
+
+
+def _always_unsafe_env() -> gym.Env:
+    # Module-level (picklable) factory: the only "safe" action of this mask is the unsafe one.
+    return SafetyWrapper(CostEnv(support=np.array([False, False, True])), strict=True)
+
+
+def test_strict_stop_in_a_subprocess_worker_is_named() -> None:
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    env = SubprocVecEnv([_always_unsafe_env], start_method="spawn")
+    model = SafeSupportQ("MlpPolicy", env, seed=0, **TINY)
+    with pytest.raises(RuntimeError, match=r"worker process of the SubprocVecEnv ended .* UnsafeVisitError"):
+        model.learn(50)

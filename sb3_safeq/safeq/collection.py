@@ -16,7 +16,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutReturn, TrainFreq
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
 from sb3_safeq.common.buffers import SupportStorage
@@ -99,6 +99,16 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
             # The wrapper counted the step before raising; so does the model, or its counters would show no visit.
             self.safety_counters.update_from_infos([error.info])
             raise
+        except (EOFError, ConnectionResetError, BrokenPipeError) as error:
+            if not isinstance(env, SubprocVecEnv):
+                raise
+            # A worker that raised (e.g. a strict SafetyWrapper's UnsafeVisitError) dies; SB3 then only sees a closed
+            # pipe. Its own traceback is printed by the worker process above this one.
+            raise RuntimeError(
+                "A worker process of the SubprocVecEnv ended during a step (its traceback is printed above). With "
+                "SafetyWrapper(strict=True) this is the UnsafeVisitError of the first unsafe visit, which "
+                "model.safety_counters cannot count from another process; use DummyVecEnv to get the error itself."
+            ) from error
         if self._action_pending:
             # A callback stopped training between env.step and the storage of the transition: SB3 then keeps the
             # observation before the step as `_last_obs`, while the environment (and its support) moved on. The next
