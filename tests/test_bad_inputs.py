@@ -301,6 +301,9 @@ def test_training_stopped_by_a_callback_keeps_supports_aligned() -> None:
     assert n > 30
     np.testing.assert_array_equal(buffer.supports[:n, 0], _mask_of(buffer.observations[:n, 0]))
     assert model.safety_counters.unsafe_visits == 0
+    # Every step the environment took is counted by the model too, the interrupted ones included.
+    (wrapper_counters,) = model.env.get_attr("counters")
+    assert model.safety_counters.steps == wrapper_counters.steps == model.num_timesteps
 
 
 def test_replay_buffer_filled_by_hand_with_supports() -> None:

@@ -112,9 +112,13 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         if self._action_pending:
             # A callback stopped training between env.step and the storage of the transition: SB3 then keeps the
             # observation before the step as `_last_obs`, while the environment (and its support) moved on. The next
-            # `learn` starts from a reset instead of pairing that observation with another state's support.
+            # `learn` starts from a reset instead of pairing that observation with another state's support. The
+            # step still happened: its infos (given to the callbacks) are counted, so the counters match the wrappers'.
             self._last_obs = None
             self._action_pending = False
+            step_infos = callback.locals.get("infos")
+            if step_infos is not None:
+                self.safety_counters.update_from_infos(step_infos)
         return rollout
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
