@@ -450,3 +450,16 @@ def test_strict_stop_in_a_subprocess_worker_is_named() -> None:
     model = SafeSupportQ("MlpPolicy", env, seed=0, **TINY)
     with pytest.raises(RuntimeError, match=r"worker process of the SubprocVecEnv ended .* UnsafeVisitError"):
         model.learn(50)
+
+
+def test_a_checkpoint_includes_the_step_it_is_taken_at(tmp_path: Any) -> None:
+    # CheckpointCallback runs after env.step and before SB3 stores the transition: the step's safety record must
+    # already be in the saved counters (an unsafe visit at that very step would otherwise vanish on resume).
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    model = SafeSupportQ("MlpPolicy", CycleMaskEnv(), seed=0, **TINY)
+    model.learn(100, callback=CheckpointCallback(save_freq=25, save_path=str(tmp_path)))
+    for steps in (25, 50, 75, 100):
+        loaded = SafeSupportQ.load(tmp_path / f"rl_model_{steps}_steps.zip")
+        assert loaded.num_timesteps == loaded.safety_counters.steps == steps
+    assert model.safety_counters.steps == 100

@@ -10,7 +10,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -112,14 +112,19 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         if self._action_pending:
             # A callback stopped training between env.step and the storage of the transition: SB3 then keeps the
             # observation before the step as `_last_obs`, while the environment (and its support) moved on. The next
-            # `learn` starts from a reset instead of pairing that observation with another state's support. The
-            # step still happened: its infos (given to the callbacks) are counted, so the counters match the wrappers'.
+            # `learn` starts from a reset instead of pairing that observation with another state's support (the step
+            # itself was counted by `SafetyStepCounter`, before the callback that stopped).
             self._last_obs = None
             self._action_pending = False
-            step_infos = callback.locals.get("infos")
-            if step_infos is not None:
-                self.safety_counters.update_from_infos(step_infos)
         return rollout
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        # The safety counters are updated by a callback that runs first, right after env.step: a checkpoint or any
+        # other callback at a step sees that step counted (SB3 stores the transition only after the callbacks).
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        user_callback = callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)
+        return super()._init_callback(CallbackList([SafetyStepCounter(), user_callback]), progress_bar)
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """
@@ -252,7 +257,6 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         """Store the transition with the supports of the observation and of the (terminal) next observation."""
         kind = self.support_kind
         next_raw_supports = kind.from_infos(infos)
-        self.safety_counters.update_from_infos(infos)
         terminated = dones & ~np.array([info.get("TimeLimit.truncated", False) for info in infos], dtype=bool)
         stuck = ~terminated & kind.empty(next_raw_supports)
         if stuck.any():
@@ -291,3 +295,11 @@ def _check_no_action_wrapper_above(env: gym.Env) -> None:
                 f"`SafetyWrapper({type(current).__name__}(env, ...))`: it then reads the support through them."
             )
         current = current.env
+
+
+class SafetyStepCounter(BaseCallback):
+    """Adds the safety flags each step wrote into ``info`` (see :class:`SafetyWrapper`) to ``model.safety_counters``."""
+
+    def _on_step(self) -> bool:
+        self.model.safety_counters.update_from_infos(self.locals["infos"])  # type: ignore[attr-defined]
+        return True
