@@ -9,6 +9,7 @@ dependencies (pandas, scipy, matplotlib), and a missing extra ends its command w
 
 from sb3_safeq.bench import COMMAND as BENCH_COMMAND
 from sb3_safeq.commands import Command, dispatch
+from sb3_safeq.safeq.arguments import InvalidArgumentError
 from sb3_safeq.zoo.cli import COMMANDS as ZOO_COMMANDS
 from sb3_safeq.zoo.errors import ZooUsageError
 
@@ -35,5 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     :return: the exit code: the sub-command's; 2 on a usage error, 1 when the extra the sub-command needs is missing
         (the message goes to stderr)
     """
-    # ZooUsageError from any sub-command: the benchmark reads the zoo's hyperparameter files too.
-    return dispatch("sb3-safeq", USAGE, COMMANDS, argv, usage_errors=(ZooUsageError,))
+    # ZooUsageError from any sub-command (the benchmark reads the zoo's hyperparameter files too), and a SafeSupportQ
+    # argument that cannot work (e.g. `-params alpha:-1`): one line naming the fix, not a traceback.
+    return dispatch("sb3-safeq", USAGE, COMMANDS, argv, usage_errors=(ZooUsageError, InvalidArgumentError))

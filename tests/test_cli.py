@@ -104,3 +104,18 @@ def test_train_does_not_import_the_benchmark(tmp_path: Path) -> None:
     )
     result = run_python(code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_an_argument_safeq_refuses_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # `-params alpha:-1` reaches SafeSupportQ's constructor inside rl-zoo3: its InvalidArgumentError is a usage error.
+    command = ["train", "--algo", "safeq", "--env", "SafeCliffWalking-v0", "-n", "100", "-f", str(tmp_path / "logs")]
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_safeq", *command, "-params", "alpha:-1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "sb3-safeq train: error: alpha=-1 is invalid" in result.stderr

@@ -9,6 +9,11 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from sb3_safeq.common.buffers import SupportStorage
 
+
+class InvalidArgumentError(ValueError):
+    """A constructor argument of SafeSupportQ that cannot work (the message names the valid values)."""
+
+
 #: Who collects the data after ``learning_starts``.
 EXPLORATION_MODES = ("behavior", "induced", "mixture")
 #: How the extraction head is fitted to the induced policy.
@@ -38,10 +43,12 @@ def _check_alpha(alpha: float | Callable[[float], float]) -> None:
         for progress in (1.0, 0.75, 0.5, 0.25, 0.0):
             value = alpha(progress)
             if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
-                raise ValueError(f"The alpha schedule gives {value!r} at remaining progress {progress}: {hint}")
+                raise InvalidArgumentError(
+                    f"The alpha schedule gives {value!r} at remaining progress {progress}: {hint}"
+                )
         return
     if not _is_real(alpha) or not math.isfinite(float(alpha)) or float(alpha) <= 0:
-        raise ValueError(f"alpha={alpha!r} is invalid: {hint}")
+        raise InvalidArgumentError(f"alpha={alpha!r} is invalid: {hint}")
 
 
 def check_arguments(
@@ -66,48 +73,54 @@ def check_arguments(
     """
     _check_alpha(alpha)
     if n_steps != 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"n_steps={n_steps!r}: SafeSupportQ takes one-step targets only. Its critic is the soft value of the "
             "induced policy pi_Q; an n-step return sums rewards of actions drawn by the collecting policy (beta, or "
             "a mixture) without pi_Q's KL penalties and importance weights, so it would estimate another policy's "
             "value. Use n_steps=1 (the default)."
         )
     if not _is_integer(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 (transitions per gradient step).")
+        raise InvalidArgumentError(
+            f"batch_size={batch_size!r} must be an integer >= 1 (transitions per gradient step)."
+        )
     if not _is_real(gamma) or not 0.0 <= float(gamma) <= 1.0:
-        raise ValueError(f"gamma={gamma!r} must be a discount factor in [0, 1].")
+        raise InvalidArgumentError(f"gamma={gamma!r} must be a discount factor in [0, 1].")
     for name, value in (("mixture_weight", mixture_weight), ("tau", tau), ("max_grad_norm", max_grad_norm)):
         if not _is_real(value):
-            raise ValueError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
+            raise InvalidArgumentError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
     for name, value in (
         ("target_update_interval", target_update_interval),
         ("actor_update_interval", actor_update_interval),
     ):
         if not _is_integer(value):
-            raise ValueError(f"{name}={value!r} must be an integer (gradient steps), got {type(value).__name__}.")
+            raise InvalidArgumentError(
+                f"{name}={value!r} must be an integer (gradient steps), got {type(value).__name__}."
+            )
     if exploration not in EXPLORATION_MODES:
-        raise ValueError(f"exploration={exploration!r} is invalid: choose one of {EXPLORATION_MODES}.")
+        raise InvalidArgumentError(f"exploration={exploration!r} is invalid: choose one of {EXPLORATION_MODES}.")
     if not 0.0 <= mixture_weight <= 1.0:
-        raise ValueError(f"mixture_weight={mixture_weight!r} must be a probability in [0, 1].")
+        raise InvalidArgumentError(f"mixture_weight={mixture_weight!r} must be a probability in [0, 1].")
     if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is invalid: choose one of {LOSSES}.")
+        raise InvalidArgumentError(f"loss={loss!r} is invalid: choose one of {LOSSES}.")
     if target_update_interval < 1:
-        raise ValueError(f"target_update_interval={target_update_interval} must be >= 1 (gradient steps).")
+        raise InvalidArgumentError(f"target_update_interval={target_update_interval} must be >= 1 (gradient steps).")
     if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau={tau} must be in [0, 1] (1 is a hard target update, 0 a frozen target network).")
+        raise InvalidArgumentError(
+            f"tau={tau} must be in [0, 1] (1 is a hard target update, 0 a frozen target network)."
+        )
     if max_grad_norm <= 0:
-        raise ValueError(f"max_grad_norm={max_grad_norm} must be > 0.")
+        raise InvalidArgumentError(f"max_grad_norm={max_grad_norm} must be > 0.")
     if actor_update_interval < 1:
-        raise ValueError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
+        raise InvalidArgumentError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
     if extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction={extraction!r} is invalid: choose one of {EXTRACTIONS}.")
+        raise InvalidArgumentError(f"extraction={extraction!r} is invalid: choose one of {EXTRACTIONS}.")
     if not _is_integer(n_behavior_samples) or n_behavior_samples < 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"n_behavior_samples={n_behavior_samples!r} must be an integer >= 1 (draws from the behavior policy "
             "per state; 16 is a good start)."
         )
     if replay_buffer_class is not None and not issubclass(replay_buffer_class, SupportStorage):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"replay_buffer_class={replay_buffer_class.__name__} does not store safe supports. Use "
             "sb3_safeq.SafeReplayBuffer / SafeDictReplayBuffer (the default), or a subclass of them."
         )

@@ -7,6 +7,7 @@ dependency goes one way (``sb3-safeq bench`` is dispatched by :mod:`sb3_safeq.cl
 """
 
 from sb3_safeq.commands import Command, dispatch
+from sb3_safeq.safeq.arguments import InvalidArgumentError
 from sb3_safeq.zoo.errors import ZooUsageError
 
 USAGE = """usage: python -m sb3_safeq.zoo {train,enjoy} [options]
@@ -36,4 +37,4 @@ def main(argv: list[str] | None = None) -> int:
     :return: the exit code: 0 on success, 2 on a usage error, 1 when the zoo extra is missing (the message goes to
         stderr)
     """
-    return dispatch("sb3-safeq", USAGE, COMMANDS, argv, usage_errors=(ZooUsageError,))
+    return dispatch("sb3-safeq", USAGE, COMMANDS, argv, usage_errors=(ZooUsageError, InvalidArgumentError))
