@@ -119,3 +119,20 @@ def test_an_argument_safeq_refuses_is_one_line_not_a_traceback(tmp_path: Path) -
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "sb3-safeq train: error: alpha=-1 is invalid" in result.stderr
+
+
+def test_an_unreachable_optuna_storage_is_one_line(tmp_path: Path) -> None:
+    # Port 1 on the loopback refuses connections at once: SQLAlchemy's traceback becomes one line naming the fix.
+    url = "postgresql+psycopg2://nobody@127.0.0.1:1/none"
+    command = ["train", "--algo", "safeq", "--env", "SafeCliffWalking-v0", "-n", "100", "-f", str(tmp_path / "logs")]
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_safeq", *command, "-optimize", "--n-trials", "1", "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"--storage {url!r}: cannot open the Optuna storage" in result.stderr
+    assert "that the database server runs and accepts connections" in result.stderr

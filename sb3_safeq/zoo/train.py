@@ -120,11 +120,34 @@ def prepare_arguments(argv: list[str]) -> list[str]:
         if storage is None:
             storage = str(Path(args.log_folder) / args.algo / f"{EnvironmentName(args.env)}_study.log")
             extra += ["--storage", storage]
+        elif "://" in storage:
+            check_storage(storage)
         if study_name is None:
             study_name = f"{args.algo}_{EnvironmentName(args.env)}"
             extra += ["--study-name", study_name]
         print(f"Optuna study {study_name!r} in {storage}")
     return [*argv, *extra]
+
+
+def check_storage(url: str) -> None:
+    """
+    Open a database storage before rl-zoo3 does, so that a wrong URL, a server that is down or a missing driver is
+    one line naming the fix instead of an SQLAlchemy traceback.
+
+    :param url: the ``--storage`` URL
+    :raises ZooUsageError: when the storage cannot be opened
+    """
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as error:  # SQLAlchemy and driver errors have no common base class worth naming here
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ZooUsageError(
+            f"--storage {url!r}: cannot open the Optuna storage ({type(error).__name__}: {reason}). Check the URL "
+            "(dialect+driver://user:password@host:port/database), that the database server runs and accepts "
+            'connections, and that its driver is installed (PostgreSQL: pip install "sb3-safeq[postgres]").'
+        ) from error
 
 
 def train(argv: list[str]) -> None:
