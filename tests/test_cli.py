@@ -106,16 +106,21 @@ def test_train_does_not_import_the_benchmark(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_an_argument_safeq_refuses_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    # `-params alpha:-1` reaches SafeSupportQ's constructor inside rl-zoo3: its InvalidArgumentError is a usage error.
+def run_train(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """:return: ``python -m sb3_safeq train`` of safeq on cliff walking for 100 steps, with more options"""
     command = ["train", "--algo", "safeq", "--env", "SafeCliffWalking-v0", "-n", "100", "-f", str(tmp_path / "logs")]
-    result = subprocess.run(
-        [sys.executable, "-m", "sb3_safeq", *command, "-params", "alpha:-1"],
+    return subprocess.run(
+        [sys.executable, "-m", "sb3_safeq", *command, *options],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,
     )
+
+
+def test_an_argument_safeq_refuses_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # `-params alpha:-1` reaches SafeSupportQ's constructor inside rl-zoo3: its InvalidArgumentError is a usage error.
+    result = run_train(tmp_path, "-params", "alpha:-1")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "sb3-safeq train: error: alpha=-1 is invalid" in result.stderr
@@ -124,14 +129,7 @@ def test_an_argument_safeq_refuses_is_one_line_not_a_traceback(tmp_path: Path) -
 def test_an_unreachable_optuna_storage_is_one_line(tmp_path: Path) -> None:
     # Port 1 on the loopback refuses connections at once: SQLAlchemy's traceback becomes one line naming the fix.
     url = "postgresql+psycopg2://nobody@127.0.0.1:1/none"
-    command = ["train", "--algo", "safeq", "--env", "SafeCliffWalking-v0", "-n", "100", "-f", str(tmp_path / "logs")]
-    result = subprocess.run(
-        [sys.executable, "-m", "sb3_safeq", *command, "-optimize", "--n-trials", "1", "--storage", url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    result = run_train(tmp_path, "-optimize", "--n-trials", "1", "--storage", url)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"--storage {url!r}: cannot open the Optuna storage" in result.stderr
