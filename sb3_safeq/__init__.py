@@ -15,6 +15,7 @@ from sb3_safeq.common.behaviors import (
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import SafetyLoggerCallback
 from sb3_safeq.common.eval_callback import SafeEvalCallback
+from sb3_safeq.common.safety_record import RecoveredSafetyRecord, recover_safety_record
 from sb3_safeq.common.supports.base import SupportKind
 from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
 from sb3_safeq.common.supports.factory import make_support_kind
@@ -38,6 +39,7 @@ __all__ = [
     "InducedActions",
     "MaskedUniformBehavior",
     "MissingSupportError",
+    "RecoveredSafetyRecord",
     "SafeDictReplayBuffer",
     "SafeEvalCallback",
     "SafeReplayBuffer",
@@ -50,5 +52,6 @@ __all__ = [
     "UniformBoxBehavior",
     "UnsafeVisitError",
     "make_support_kind",
+    "recover_safety_record",
     "register_envs",
 ]

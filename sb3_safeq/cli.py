@@ -13,19 +13,27 @@ from sb3_safeq.safeq.arguments import InvalidArgumentError
 from sb3_safeq.zoo.cli import COMMANDS as ZOO_COMMANDS
 from sb3_safeq.zoo.errors import ZooUsageError
 
-USAGE = """usage: sb3-safeq {train,enjoy,bench} [options]
+USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record} [options]
 
   sb3-safeq train [rl-zoo3 train options]   rl-zoo3's training script with safeq (SafeSupportQ) and ppo_mask
                                             (MaskablePPO) and the packaged hyperparameters
   sb3-safeq enjoy [rl-zoo3 enjoy options]   replay a trained model inside its safe support; reports the return
                                             and the unsafe visits
   sb3-safeq bench [options]                 benchmark: algorithms x environments x seeds, resumable, with a report
+  sb3-safeq safety-record CHECKPOINT MONITOR...
+                                            a checkpoint's safety counters completed with the episodes its run
+                                            logged in monitor.csv after it (e.g. after a crash)
 
-'sb3-safeq train -h', 'sb3-safeq enjoy -h' and 'sb3-safeq bench -h' list the options. train and enjoy need
+'sb3-safeq <command> -h' lists a command's options. train and enjoy need
 pip install "sb3-safeq[zoo]", bench needs pip install "sb3-safeq[bench]"."""
 
 #: Sub-command -> the function that runs it, imported on use, so that ``sb3-safeq --help`` stays fast.
-COMMANDS: dict[str, Command] = {**ZOO_COMMANDS, "bench": BENCH_COMMAND}
+COMMANDS: dict[str, Command] = {
+    **ZOO_COMMANDS,
+    "bench": BENCH_COMMAND,
+    # No extra: the package's own requirements suffice.
+    "safety-record": Command("sb3_safeq.safety_record_cli:main", extra=""),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -453,13 +453,19 @@ def test_strict_stop_in_a_subprocess_worker_is_named() -> None:
 
 
 def test_a_checkpoint_includes_the_step_it_is_taken_at(tmp_path: Any) -> None:
-    # CheckpointCallback runs after env.step and before SB3 stores the transition: the step's safety record must
-    # already be in the saved counters (an unsafe visit at that very step would otherwise vanish on resume).
+    # CheckpointCallback runs at step N: its counters and its replay buffer must both hold step N (SB3 itself stores
+    # the transition after the callbacks, so a resumed run would miss it, and an unsafe visit at that step with it).
     from stable_baselines3.common.callbacks import CheckpointCallback
 
     model = SafeSupportQ("MlpPolicy", CycleMaskEnv(), seed=0, **TINY)
-    model.learn(100, callback=CheckpointCallback(save_freq=25, save_path=str(tmp_path)))
+    model.learn(100, callback=CheckpointCallback(save_freq=25, save_path=str(tmp_path), save_replay_buffer=True))
     for steps in (25, 50, 75, 100):
         loaded = SafeSupportQ.load(tmp_path / f"rl_model_{steps}_steps.zip")
         assert loaded.num_timesteps == loaded.safety_counters.steps == steps
+        loaded.load_replay_buffer(tmp_path / f"rl_model_replay_buffer_{steps}_steps.pkl")
+        assert loaded.replay_buffer.size() == steps
+        # The checkpoint's own step is the last row, identical to the one the running model holds.
+        np.testing.assert_array_equal(
+            loaded.replay_buffer.next_observations[steps - 1], model.replay_buffer.next_observations[steps - 1]
+        )
     assert model.safety_counters.steps == 100

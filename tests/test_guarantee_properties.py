@@ -9,13 +9,14 @@ the package).
 from typing import Any
 
 import numpy as np
+import torch as th
 from gymnasium.wrappers import TimeLimit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_safeq import SafeSupportQ, SafetyWrapper
-from sb3_safeq.safeq.arguments import EXPLORATION_MODES
+from sb3_safeq.safeq.arguments import EXPLORATION_MODES, EXTRACTIONS
 from tests.helpers import KINDS, TINY, decode_supports, random_env, to_agent_units
 
 
@@ -55,3 +56,76 @@ def test_nothing_outside_the_support_is_executed_or_stored(
     stored_next = buffer.next_supports[:n].reshape(n * n_envs, *buffer.supports.shape[2:])
     np.testing.assert_array_equal(stored, to_agent_units(space, decode_supports(kind, observations)))
     np.testing.assert_array_equal(stored_next, to_agent_units(space, decode_supports(kind, next_observations)))
+
+
+def _decoded_agent_supports(kind: str, space: Any, observations: th.Tensor) -> np.ndarray:
+    """:return: the supports the observations encode, in agent units (read without the package)"""
+    return to_agent_units(space, decode_supports(kind, observations.detach().cpu().numpy()))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    extraction=st.sampled_from(EXTRACTIONS),
+    share_target_draws=st.booleans(),
+    empty_terminal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_nothing_outside_the_support_is_bootstrapped_from(
+    kind: str, extraction: str, share_target_draws: bool, empty_terminal: bool, seed: int
+) -> None:
+    # Every Q-value the losses use is of an action inside the support of its own state: boxes, every (observation,
+    # action) row the critics are evaluated on (the target's draws at s', the extraction's draws or samples at s);
+    # masks, the losses do not change when the Q-values of unsafe actions are made huge.
+    def make() -> Any:
+        return SafetyWrapper(
+            random_env(kind, episode_length=5, terminal_support="empty" if empty_terminal else "random")
+        )
+
+    box_only = {"share_target_draws": share_target_draws} if kind == "box" else {}
+    model = SafeSupportQ(
+        "MlpPolicy", DummyVecEnv([make, make]), extraction=extraction, learning_starts=20, seed=seed, **TINY, **box_only
+    )
+    model.learn(60)
+    space, policy = model.action_space, model.policy
+    data = model.replay_buffer.sample(32)
+    alpha = model.current_alpha()
+
+    if kind == "box":
+        # Every Q evaluation goes through the q-networks on rows [features(s), a]; the flat observation's features
+        # are the observation itself (SB3's FlattenExtractor), so each row says which box its action must be in.
+        evaluated: list[th.Tensor] = []
+        hooks = [
+            critic.q_networks[0].register_forward_pre_hook(lambda _, inputs: evaluated.append(inputs[0]))
+            for critic in (policy.critic, policy.critic_target)
+        ]
+        model.support_kind.losses(model, data, alpha, update_actor=True)
+        if extraction == "reverse_kl":
+            model.support_kind.actor_loss_after_critic_step(model, data, alpha)
+        for hook in hooks:
+            hook.remove()
+        assert len(evaluated) >= 2
+        action_dim = space.shape[0]
+        for rows in evaluated:
+            observations, actions = rows[:, :-action_dim], rows[:, -action_dim:]
+            boxes = _decoded_agent_supports(kind, space, observations)
+            low, high, actions = boxes[:, 0], boxes[:, 1], actions.detach().cpu().numpy()
+            # A terminal s' may have an empty box: any action does there, its value is multiplied by 1 - done = 0.
+            live = (low <= high).all(axis=1)
+            assert live.any()
+            assert ((actions[live] >= low[live] - 1e-6) & (actions[live] <= high[live] + 1e-6)).all()
+        return
+
+    def unsafe_made_huge(_: Any, inputs: tuple[th.Tensor, ...], q_values: th.Tensor) -> th.Tensor:
+        masks = th.as_tensor(_decoded_agent_supports(kind, space, inputs[0]))
+        return q_values + 1e4 * (~masks).float()
+
+    plain = model.support_kind.losses(model, data, alpha, update_actor=True)
+    hooks = [critic.register_forward_hook(unsafe_made_huge) for critic in (policy.critic, policy.critic_target)]
+    perturbed = model.support_kind.losses(model, data, alpha, update_actor=True)
+    for hook in hooks:
+        hook.remove()
+    critic_loss, _, actor_terms = plain
+    assert actor_terms is not None and perturbed[2] is not None
+    assert th.equal(critic_loss, perturbed[0])
+    assert th.equal(actor_terms[0], perturbed[2][0])

@@ -91,20 +91,23 @@ class SafetyCounters:
     shielded_actions: int = 0
     empty_support_states: int = 0
 
-    def update_from_infos(self, infos: list[dict[str, Any]]) -> None:
+    def update_from_infos(self, infos: list[dict[str, Any]]) -> np.ndarray:
         """
         Accumulate the per-step flags a :class:`SafetyWrapper` wrote into ``info``.
 
         :param infos: one info dict per environment, from one vectorised step
+        :return: the validated cost of each environment's step, shape ``(len(infos),)``
         """
-        for info in infos:
-            cost = as_cost(info.get(COST_INFO_KEY, 0.0))
+        costs = np.zeros(len(infos))
+        for index, info in enumerate(infos):
+            cost = costs[index] = as_cost(info.get(COST_INFO_KEY, 0.0))
             self.steps += 1
             self.cumulative_cost += cost
             self.unsafe_visits += int(cost > 0)
             self.out_of_support_actions += int(bool(info.get(OUT_OF_SUPPORT_INFO_KEY, False)))
             self.shielded_actions += int(bool(info.get(SHIELDED_INFO_KEY, False)))
             self.empty_support_states += int(bool(info.get(EMPTY_SUPPORT_INFO_KEY, False)))
+        return costs
 
     def as_dict(self) -> dict[str, float]:
         """:return: the counters by name"""

@@ -10,16 +10,25 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.preprocessing import get_obs_shape
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutReturn, TrainFreq
+from stable_baselines3.common.type_aliases import (
+    GymEnv,
+    MaybeCallback,
+    PyTorchObs,
+    RolloutReturn,
+    TrainFreq,
+    TrainFrequencyUnit,
+)
+from stable_baselines3.common.utils import should_collect_more_steps
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv
 
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
 from sb3_safeq.common.buffers import SupportStorage
+from sb3_safeq.common.safety_record import EpisodesInProgress
 from sb3_safeq.common.supports.base import InducedStep, SupportKind
 from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
 from sb3_safeq.common.supports.factory import make_support_kind
@@ -41,11 +50,11 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
     exploration: str
     mixture_weight: float
     safety_counters: SafetyCounters
+    # Each environment's episode in progress, saved with the model to reconcile a checkpoint with monitor.csv.
+    episodes_in_progress: EpisodesInProgress | None = None
     # Supports of the current observations: raw (as the environment gives them) and in agent units.
     _last_raw_supports: np.ndarray | None
     _last_supports: np.ndarray | None
-    # An action was sent to the environment and its transition is not stored yet.
-    _action_pending: bool = False
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -90,16 +99,32 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         learning_starts: int = 0,
         log_interval: int | None = None,
     ) -> RolloutReturn:
-        """SB3's collection, with the unsafe step that stops a strict :class:`SafetyWrapper` counted too."""
+        """
+        SB3's collection loop, with the step's transition stored and its safety record counted *before* the callbacks
+        of that step run: a checkpoint taken at step N holds the transitions and the safety counters of steps
+        1..N, and a callback that stops training leaves the model at the environment's current observation. The
+        unsafe step that stops a strict :class:`SafetyWrapper` is counted too.
+
+        :param env: the training environment
+        :param callback: called at each step, after the transition is stored
+        :param train_freq: how many steps (or episodes) to collect
+        :param replay_buffer: the buffer that stores the transitions with their supports
+        :param action_noise: unused by SafeSupportQ (its exploration stays inside the support); reset at episode ends
+        :param learning_starts: number of steps of behavior-policy warm-up
+        :param log_interval: dump the logs every ``log_interval`` episodes
+        :return: the number of steps and episodes collected, and whether training goes on
+        """
         try:
-            rollout = super().collect_rollouts(
+            return self._collect_steps(
                 env, callback, train_freq, replay_buffer, action_noise, learning_starts, log_interval
             )
         except UnsafeVisitError as error:
             # The wrapper counted the step before raising; so does the model, or its counters would show no visit.
             self.safety_counters.update_from_infos([error.info])
+            self._last_obs = None  # the environment moved on: the next `learn` starts from a reset
             raise
         except (EOFError, ConnectionResetError, BrokenPipeError) as error:
+            self._last_obs = None
             if not isinstance(env, SubprocVecEnv):
                 raise
             # A worker that raised (e.g. a strict SafetyWrapper's UnsafeVisitError) dies; SB3 then only sees a closed
@@ -109,22 +134,58 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
                 "SafetyWrapper(strict=True) this is the UnsafeVisitError of the first unsafe visit, which "
                 "model.safety_counters cannot count from another process; use DummyVecEnv to get the error itself."
             ) from error
-        if self._action_pending:
-            # A callback stopped training between env.step and the storage of the transition: SB3 then keeps the
-            # observation before the step as `_last_obs`, while the environment (and its support) moved on. The next
-            # `learn` starts from a reset instead of pairing that observation with another state's support (the step
-            # itself was counted by `SafetyStepCounter`, before the callback that stopped).
+        except BaseException:
+            # Whatever failed (an environment, a callback, an empty support), the observation the model holds may no
+            # longer be the environment's: a resumed `learn` starts from a reset rather than pair it with another
+            # state's support.
             self._last_obs = None
-            self._action_pending = False
-        return rollout
+            raise
 
-    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        # The safety counters are updated by a callback that runs first, right after env.step: a checkpoint or any
-        # other callback at a step sees that step counted (SB3 stores the transition only after the callbacks).
-        if isinstance(callback, list):
-            callback = CallbackList(callback)
-        user_callback = callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)
-        return super()._init_callback(CallbackList([SafetyStepCounter(), user_callback]), progress_bar)
+    def _collect_steps(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        train_freq: TrainFreq,
+        replay_buffer: ReplayBuffer,
+        action_noise: ActionNoise | None,
+        learning_starts: int,
+        log_interval: int | None,
+    ) -> RolloutReturn:
+        """The loop of :meth:`collect_rollouts` (same arguments and result)."""
+        self.policy.set_training_mode(False)
+        if train_freq.frequency <= 0:
+            raise ValueError(f"train_freq must collect at least one step or episode, got {train_freq}.")
+        if env.num_envs > 1 and train_freq.unit != TrainFrequencyUnit.STEP:
+            raise ValueError(
+                f"train_freq in episodes needs a single environment, got {env.num_envs}: count train_freq in steps."
+            )
+        num_collected_steps, num_collected_episodes = 0, 0
+        callback.on_rollout_start()
+        while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
+            actions, buffer_actions = self._sample_action(learning_starts, action_noise, env.num_envs)
+            new_obs, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += env.num_envs
+            num_collected_steps += 1
+
+            # The step's record is saved before any callback can checkpoint or stop (SB3 stores it after them).
+            self.episodes_in_progress.update(self.safety_counters.update_from_infos(infos), dones)
+            self._update_info_buffer(infos, dones)
+            self._store_transition(replay_buffer, buffer_actions, new_obs, rewards, dones, infos)
+            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            self._on_step()
+            for index in np.flatnonzero(dones):
+                num_collected_episodes += 1
+                self._episode_num += 1
+                if action_noise is not None:
+                    action_noise.reset(**({"indices": [int(index)]} if env.num_envs > 1 else {}))
+                if log_interval is not None and self._episode_num % log_interval == 0:
+                    self.dump_logs()
+
+            callback.update_locals(locals())
+            if not callback.on_step():  # only False stops, not None
+                return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, False)
+        callback.on_rollout_end()
+        return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, True)
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """
@@ -186,6 +247,10 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
     ) -> tuple[int, Any]:
         if reset_num_timesteps:
             self.safety_counters = SafetyCounters()
+        if reset_num_timesteps or self._last_obs is None or getattr(self, "episodes_in_progress", None) is None:
+            # The environments start new episodes (a model loaded from a file has no `_last_obs`).
+            assert self.env is not None
+            self.episodes_in_progress = EpisodesInProgress.new(self.env.num_envs)
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         # The environment sits at `_last_obs` now (fresh from reset, or where the last `learn` call stopped).
         self._set_last_supports(self._query_supports())
@@ -242,7 +307,6 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
                 actions = np.where(chosen, induced_actions, actions)
         assert actions is not None
         actions = kind.clip_actions(actions, self._last_raw_supports)
-        self._action_pending = True  # until its transition is stored
         return actions, kind.actions_to_agent(actions)
 
     def _store_transition(
@@ -263,7 +327,6 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
             # A non-terminal state without safe action: its soft value is -inf and no safe policy can go on.
             raise EmptySupportError(kind.empty_message(f"A state reached by environment {np.flatnonzero(stuck)[0]}"))
 
-        self._action_pending = False
         assert isinstance(replay_buffer, SupportStorage) and self._last_supports is not None
         next_supports = kind.to_agent(next_raw_supports)
         replay_buffer.stage_supports(self._last_supports, next_supports)
@@ -295,11 +358,3 @@ def _check_no_action_wrapper_above(env: gym.Env) -> None:
                 f"`SafetyWrapper({type(current).__name__}(env, ...))`: it then reads the support through them."
             )
         current = current.env
-
-
-class SafetyStepCounter(BaseCallback):
-    """Adds the safety flags each step wrote into ``info`` (see :class:`SafetyWrapper`) to ``model.safety_counters``."""
-
-    def _on_step(self) -> bool:
-        self.model.safety_counters.update_from_infos(self.locals["infos"])  # type: ignore[attr-defined]
-        return True
