@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sb3-safeq-installed
+DOCS_STAMP := $(VENV)/.sb3-safeq-docs-installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +14,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet "torch>=2.3,<2.14"
 	$(BIN)/pip install --quiet -e ".[tests]"
 	touch $(STAMP)
+
+# The docs extra (Sphinx, MyST, the theme) on top of the test install, once.
+$(DOCS_STAMP): $(STAMP) setup.cfg
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 # The main job: train SafeSupportQ on safe cliff walking, print the final return and the training unsafe visits.
 demo: $(STAMP)
@@ -22,13 +28,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
 
+# docs/conf.py by name: on the folder, ruff would also reformat the Python blocks of the Markdown pages.
 lint: $(STAMP)
-	$(BIN)/ruff check sb3_safeq tests examples benchmarks
-	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks
+	$(BIN)/ruff check sb3_safeq tests examples benchmarks docs/conf.py
+	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks docs/conf.py
+
+# The documentation site (Sphinx + MyST, docs/conf.py) into docs/_build/html; every warning is an error. -E rereads
+# every page: autodoc does not notice docstring changes, and an incremental build would not repeat old warnings.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix sb3_safeq tests examples benchmarks
-	$(BIN)/ruff format sb3_safeq tests examples benchmarks
+	$(BIN)/ruff check --fix sb3_safeq tests examples benchmarks docs/conf.py
+	$(BIN)/ruff format sb3_safeq tests examples benchmarks docs/conf.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache docs/_build

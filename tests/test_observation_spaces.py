@@ -1,7 +1,8 @@
 """
 Observation spaces beyond flat vectors, for both kinds: Dict observations train with the kind's MultiInputPolicy and
 a SafeDictReplayBuffer whose supports stay aligned with the observations; image observations train with the kind's
-CnnPolicy; the policy names resolve to each kind's classes.
+CnnPolicy; Discrete, MultiDiscrete and MultiBinary observations train with the MlpPolicy (SB3's one-hot
+preprocessing); the policy names resolve to each kind's classes.
 """
 
 from typing import Any
@@ -77,3 +78,62 @@ def test_cnn_policy_on_image_observations(kind: str) -> None:
     assert isinstance(model.policy, CNN_POLICIES[kind])
     assert model.safety_counters.out_of_support_actions == 0
     assert SafeSupportQ.policy_aliases["CnnPolicy"] is CnnPolicy
+
+
+class SampledMaskEnv(FixedMaskEnv):
+    """Observations drawn from any observation space, a fixed mask."""
+
+    def __init__(self, mask: np.ndarray, observation_space: spaces.Space) -> None:
+        super().__init__(mask)
+        self.observation_space = observation_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        super().step(action)
+        return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
+
+
+class SampledBoxEnv(FixedBoxEnv):
+    """Observations drawn from any observation space, a fixed box."""
+
+    def __init__(self, low: Any, high: Any, observation_space: spaces.Space) -> None:
+        super().__init__(low, high)
+        self.observation_space = observation_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        super().step(action)
+        return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "observation_space",
+    [spaces.Discrete(7), spaces.MultiDiscrete([3, 4]), spaces.MultiBinary(5)],
+    ids=["discrete", "multi_discrete", "multi_binary"],
+)
+def test_discrete_observation_spaces_train_with_the_mlp_policy(kind: str, observation_space: spaces.Space) -> None:
+    low, high = np.array([-0.5, 0.0]), np.array([0.5, 1.0])
+    mask = np.array([True, False, True])
+    env = SampledMaskEnv(mask, observation_space) if kind == "mask" else SampledBoxEnv(low, high, observation_space)
+    model = SafeSupportQ("MlpPolicy", env, seed=0, **SMALL)
+    model.learn(120)
+    assert model._n_updates > 0
+    assert model.safety_counters.out_of_support_actions == 0
+    executed = np.array(env.actions)
+    assert len(executed) == 120
+    if kind == "mask":
+        assert set(executed.ravel().tolist()) <= {0, 2}
+    else:
+        assert ((executed >= low - 1e-6) & (executed <= high + 1e-6)).all()
+    observation = observation_space.sample()
+    support_kwargs = {"action_masks": mask} if kind == "mask" else {"safe_bounds": (low, high)}
+    action, _ = model.predict(observation, deterministic=True, **support_kwargs)
+    if kind == "mask":
+        assert int(action) in (0, 2)
+    else:
+        assert ((action >= low - 1e-6) & (action <= high + 1e-6)).all()

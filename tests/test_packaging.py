@@ -1,7 +1,7 @@
 """
 Packaging: the hyperparameter files reach the package (a checkout reads ``hyperparams/``, a wheel its copy, made by
-setup.py, without a link nor a setuptools warning), and every module the zoo and the benchmark import is in the base
-requirements or in their extra.
+setup.py, without a link nor a setuptools warning), the wheel ships the license, and every module the zoo and the
+benchmark import is in the base requirements or in their extra.
 """
 
 import ast
@@ -13,8 +13,10 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from filelock import FileLock
 
 from sb3_safeq.commands import EXTRA_MODULES
 from sb3_safeq.zoo.config import HYPERPARAMS_DIR, packaged_conf_file
@@ -121,24 +123,51 @@ def test_a_checkout_reads_the_repository_hyperparameter_files() -> None:
     assert packaged_conf_file("no_such_algo") is None
 
 
-def test_a_wheel_ships_every_hyperparameter_file(tmp_path: Path) -> None:
-    # Built from a copy, so that the build leaves nothing in the checkout; without build isolation when setuptools is
-    # here (no index needed, a few seconds).
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in (PACKAGE, "hyperparams"):
-        shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") is not None else []
-    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-v", "-w", str(tmp_path / "dist")]
-    result = subprocess.run([*build, *isolation], capture_output=True, text=True, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
+class BuiltWheel(NamedTuple):
+    """The wheel the packaging tests share, and pip's output while building it."""
+
+    path: Path
+    output: str
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> BuiltWheel:
+    """
+    :param tmp_path_factory: pytest's factory of temporary folders
+    :param request: the fixture request (its config tells a pytest-xdist worker)
+    :return: the wheel, built once per test run for the tests of this module
+    """
+    # One build per run: pytest-xdist's workers share the folder above their own temporary folders, where the first
+    # worker to get there builds while the others wait on the lock.
+    is_worker = hasattr(request.config, "workerinput")
+    shared = tmp_path_factory.getbasetemp().parent if is_worker else tmp_path_factory.getbasetemp()
+    folder = shared / "built_wheel"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "output.txt").exists():
+            # Built from a copy, so that the build leaves nothing in the checkout; without build isolation when
+            # setuptools is here (no index needed, a few seconds).
+            source = folder / "source"
+            source.mkdir(parents=True, exist_ok=True)
+            for name in ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE"):
+                shutil.copy2(ROOT / name, source / name)
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            for name in (PACKAGE, "hyperparams"):
+                shutil.rmtree(source / name, ignore_errors=True)
+                shutil.copytree(ROOT / name, source / name, ignore=ignore)
+            isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") is not None else []
+            build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-v", "-w", str(folder / "dist")]
+            result = subprocess.run([*build, *isolation], capture_output=True, text=True, timeout=300)
+            output = result.stdout + result.stderr
+            assert result.returncode == 0, output[-5000:]
+            (folder / "output.txt").write_text(output)
+    (wheel,) = (folder / "dist").glob("sb3_safeq-*.whl")
+    return BuiltWheel(wheel, (folder / "output.txt").read_text())
+
+
+def test_a_wheel_ships_every_hyperparameter_file(built_wheel: BuiltWheel, tmp_path: Path) -> None:
+    wheel, output = built_wheel
     assert "absent from the `packages` configuration" not in output, output[-5000:]
     assert not [line for line in output.splitlines() if "Warning" in line and "hyperparams" in line]
-    (wheel,) = (tmp_path / "dist").glob("sb3_safeq-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(name).decode() for name in names if name.endswith("entry_points.txt"))
@@ -164,3 +193,16 @@ def test_a_wheel_ships_every_hyperparameter_file(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert imported.returncode == 0, imported.stderr[-3000:]
+
+
+def test_the_wheel_ships_the_license(built_wheel: BuiltWheel) -> None:
+    with zipfile.ZipFile(built_wheel.path) as archive:
+        names = archive.namelist()
+        # dist-info/licenses/LICENSE (PEP 639, setuptools >= 77) or dist-info/LICENSE (older setuptools)
+        licenses = [name for name in names if ".dist-info/" in name and name.endswith("/LICENSE")]
+        assert len(licenses) == 1, sorted(names)
+        shipped = archive.read(licenses[0]).decode()
+        metadata = archive.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
+    assert shipped == (ROOT / "LICENSE").read_text()
+    assert "MIT License" in shipped and "Copyright (c) 2026 The sb3-safeq developers" in shipped
+    assert "License-File: LICENSE" in metadata.splitlines(), metadata[:3000]

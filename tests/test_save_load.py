@@ -99,14 +99,17 @@ def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
         saved_parameters = getattr(model, network).parameters()
         for saved, restored_parameter in zip(saved_parameters, getattr(loaded, network).parameters(), strict=True):
             assert th.equal(saved, restored_parameter), network
-    for optimizer in ("critic_optimizer", "actor_optimizer"):
-        saved_state = getattr(model.policy, optimizer).state_dict()
-        restored_state = getattr(loaded.policy, optimizer).state_dict()
-        assert saved_state["state"], optimizer  # it has stepped
-        assert saved_state["state"].keys() == restored_state["state"].keys()
-        for key, values in saved_state["state"].items():
-            for field, value in values.items():
-                assert th.equal(value, restored_state["state"][key][field]), (optimizer, field)
+    # One optimizer, one parameter group per network (critic, extraction head): both have stepped and come back.
+    saved_state, restored_state = model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict()
+    assert [len(group["params"]) for group in saved_state["param_groups"]] == [
+        len(list(model.critic.parameters())),
+        len(list(model.actor.parameters())),
+    ]
+    n_parameters = sum(len(group["params"]) for group in saved_state["param_groups"])
+    assert saved_state["state"].keys() == restored_state["state"].keys() == set(range(n_parameters))
+    for key, values in saved_state["state"].items():
+        for field, value in values.items():
+            assert th.equal(value, restored_state["state"][key][field]), (key, field)
 
     observations, supports = _mask_probe() if kind == "mask" else _point_mass_probe()
     observations_t, supports_t = th.as_tensor(observations), th.as_tensor(supports)

@@ -8,10 +8,13 @@ draws (``share_target_draws``) follows the target critic at the next states.
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch as th
 from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from sb3_safeq import SafeSupportQ
 from sb3_safeq.common.buffers import SafeReplayBufferSamples
@@ -133,3 +136,32 @@ def test_shared_target_draws_fit_the_head_to_the_target_at_next_states(share: bo
     terminal = data._replace(dones=th.ones(n, 1))
     _, _, (loss, _) = model.support_kind.losses(model, terminal, 0.25, True)
     assert (loss.item() == 0.0) if share else (loss.item() != 0.0)
+
+
+class DropoutExtractor(BaseFeaturesExtractor):
+    """A features extractor whose output depends on train/eval mode."""
+
+    def __init__(self, observation_space: Any) -> None:
+        super().__init__(observation_space, features_dim=int(np.prod(observation_space.shape)))
+        self.flatten, self.dropout = nn.Flatten(), nn.Dropout(0.5)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.dropout(self.flatten(observations))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_and_eval_modes_are_switched_when_a_layer_depends_on_them(kind: str) -> None:
+    # Plain MLPs compute the same in both modes: only the policy's flag follows (SB3's recursive switch, twice per
+    # step at train_freq=1, is skipped). With a dropout layer the networks are switched, as SB3 does.
+    plain = SafeSupportQ("MlpPolicy", random_env(kind), seed=0, **SMALL)
+    dropout_kwargs = {**SMALL["policy_kwargs"], "features_extractor_class": DropoutExtractor}
+    with_dropout = SafeSupportQ("MlpPolicy", random_env(kind), seed=0, **{**SMALL, "policy_kwargs": dropout_kwargs})
+    assert not plain.policy._training_mode_matters and with_dropout.policy._training_mode_matters
+    for mode in (False, True, False):
+        for model in (plain, with_dropout):
+            model.policy.set_training_mode(mode)
+            assert model.policy.training == mode
+        networks = (with_dropout.critic, with_dropout.actor)  # the target critic stays in eval mode
+        dropouts = [module for network in networks for module in network.modules() if isinstance(module, nn.Dropout)]
+        assert dropouts and all(dropout.training == mode for dropout in dropouts)
+    with_dropout.learn(80)  # collects in eval mode, trains in train mode, without error

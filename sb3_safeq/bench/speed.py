@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import torch as th
 from stable_baselines3 import DQN, SAC
+from torch.utils.flop_counter import FlopCounterMode
 
 from sb3_safeq import SafeSupportQ, SupportKind, make_support_kind
 
@@ -44,11 +45,32 @@ def steps_per_second(algo: type, env_id: str, steps: int, seed: int, kwargs: dic
     return steps / (time.perf_counter() - start)
 
 
+def multiply_adds_per_gradient_step(algo: type, env_id: str, seed: int, kwargs: dict[str, Any]) -> float:
+    """
+    Count the multiply-adds of one gradient step (forward and backward, all networks), as torch's
+    ``FlopCounterMode`` counts them (matrix products; the element-wise operations are not counted).
+
+    :param algo: algorithm class
+    :param env_id: environment id
+    :param seed: random seed
+    :param kwargs: hyperparameters (copied)
+    :return: multiply-adds per gradient step (the mean over a cycle of ``actor_update_interval`` steps)
+    """
+    kwargs = copy.deepcopy(kwargs)
+    model = algo("MlpPolicy", env_id, seed=seed, **kwargs)
+    model.learn(kwargs["learning_starts"])
+    # SafeSupportQ trains its extraction head every `actor_update_interval` gradient steps: count a whole cycle.
+    cycle = int(getattr(model, "actor_update_interval", 1))
+    with FlopCounterMode(display=False) as counter:
+        model.train(gradient_steps=cycle, batch_size=model.batch_size)
+    return counter.get_total_flops() / 2 / cycle  # a multiply-add is two floating-point operations
+
+
 def candidates(
     support_kind: SupportKind,
     common: dict[str, Any],
     n_samples: list[int],
-    actor_update_interval: int,
+    actor_update_interval: int | None,
     share_target_draws: bool = False,
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """:return: the runs to compare, by name; the first one is the baseline"""
@@ -88,7 +110,10 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small networks)")
     parser.add_argument(
-        "--actor-update-interval", type=int, default=1, help="SafeSupportQ's actor_update_interval (1 = default)"
+        "--actor-update-interval",
+        type=int,
+        default=None,
+        help="SafeSupportQ's actor_update_interval (default: the support kind's, 2 for Discrete and 1 for Box)",
     )
     parser.add_argument(
         "--share-target-draws", action="store_true", help="Box: also run SafeSupportQ with share_target_draws=True"
@@ -97,10 +122,11 @@ def main() -> None:
     th.set_num_threads(args.threads)
     support_kind = make_support_kind(gym.make(args.env).action_space)
 
+    actor_update_interval = args.actor_update_interval or support_kind.default_actor_update_interval
     print(
         f"{args.env}; machine: {platform.processor() or platform.machine()}, torch {th.__version__}, "
         f"{args.threads} thread(s); net_arch {args.net_arch}, batch {args.batch_size}, gradient_steps 1, "
-        f"SafeSupportQ actor_update_interval={args.actor_update_interval}; steps/s (median of {args.repeats}), "
+        f"SafeSupportQ actor_update_interval={actor_update_interval}; steps/s (median of {args.repeats}), "
         "ratio to the baseline (median; each repeat)"
     )
     for train_freq in args.train_freq:
@@ -121,12 +147,20 @@ def main() -> None:
             for name in names:
                 algo, kwargs = runs[name]
                 speeds[name].append(steps_per_second(algo, args.env, args.steps, repeat, kwargs))
-        print(f"\ntrain_freq={train_freq}\n\n| run | steps/s | ratio to {baseline} | per repeat |\n|---|---|---|---|")
+        # The compute-bound limit of each ratio: the baseline's multiply-adds per gradient step over the run's.
+        macs = {
+            name: multiply_adds_per_gradient_step(algo, args.env, 0, kwargs) for name, (algo, kwargs) in runs.items()
+        }
+        print(
+            f"\ntrain_freq={train_freq}\n\n| run | steps/s | ratio to {baseline} | per repeat | multiply-adds per "
+            f"gradient step | compute-bound ratio |\n|---|---|---|---|---|---|"
+        )
         for name, values in speeds.items():
             ratios = [value / base for value, base in zip(values, speeds[baseline], strict=True)]
             print(
                 f"| {name} | {statistics.median(values):.0f} | {statistics.median(ratios):.2f} | "
-                f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} |"
+                f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {macs[name]:,.0f} | "
+                f"{macs[baseline] / macs[name]:.2f} |"
             )
 
 

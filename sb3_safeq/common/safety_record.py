@@ -60,10 +60,12 @@ class EpisodesInProgress:
         """
         self.steps += 1
         self.cost += costs
-        self.unsafe_visits += costs > 0
-        self.steps[dones] = 0
-        self.cost[dones] = 0.0
-        self.unsafe_visits[dones] = 0
+        if costs.any():
+            self.unsafe_visits += costs > 0
+        if dones.any():
+            self.steps[dones] = 0
+            self.cost[dones] = 0.0
+            self.unsafe_visits[dones] = 0
         self.updated_at = time.time()
 
 

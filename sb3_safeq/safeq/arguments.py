@@ -59,7 +59,7 @@ def check_arguments(
     n_behavior_samples: int,
     loss: str,
     target_update_interval: int,
-    actor_update_interval: int,
+    actor_update_interval: int | None,
     tau: float,
     max_grad_norm: float,
     replay_buffer_class: type[ReplayBuffer] | None,
@@ -88,11 +88,11 @@ def check_arguments(
     for name, value in (("mixture_weight", mixture_weight), ("tau", tau), ("max_grad_norm", max_grad_norm)):
         if not _is_real(value):
             raise InvalidArgumentError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
-    for name, value in (
-        ("target_update_interval", target_update_interval),
-        ("actor_update_interval", actor_update_interval),
+    for name, value, may_be_none in (
+        ("target_update_interval", target_update_interval, False),
+        ("actor_update_interval", actor_update_interval, True),  # None: the support kind's default
     ):
-        if not _is_integer(value):
+        if not (may_be_none and value is None) and not _is_integer(value):
             raise InvalidArgumentError(
                 f"{name}={value!r} must be an integer (gradient steps), got {type(value).__name__}."
             )
@@ -110,7 +110,7 @@ def check_arguments(
         )
     if max_grad_norm <= 0:
         raise InvalidArgumentError(f"max_grad_norm={max_grad_norm} must be > 0.")
-    if actor_update_interval < 1:
+    if actor_update_interval is not None and actor_update_interval < 1:
         raise InvalidArgumentError(f"actor_update_interval={actor_update_interval} must be >= 1 (gradient steps).")
     if extraction not in EXTRACTIONS:
         raise InvalidArgumentError(f"extraction={extraction!r} is invalid: choose one of {EXTRACTIONS}.")

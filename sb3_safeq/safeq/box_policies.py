@@ -20,7 +20,8 @@ from torch import nn
 from sb3_safeq.common.supports import squashed_box
 from sb3_safeq.common.supports.box import BoxSupport
 from sb3_safeq.common.supports.box_utils import clip_into, full_boxes
-from sb3_safeq.safeq.policies import observation_batch, optimizer_kwargs_with_defaults, split_net_arch
+from sb3_safeq.safeq.policies import critic_and_actor_optimizer, observation_batch, split_net_arch
+from sb3_safeq.safeq.training_mode import behaves_the_same_in_both_modes
 
 
 class SquashedBoxActor(BasePolicy):
@@ -181,13 +182,8 @@ class BoxSafeSupportQPolicy(BasePolicy):
         self.critic_target = ContinuousCritic(**self._critic_args()).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.set_training_mode(False)
-        optimizer_kwargs = optimizer_kwargs_with_defaults(self.optimizer_class, self.optimizer_kwargs, self.device)
-        self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.critic.parameters(), lr=lr_schedule(1), **optimizer_kwargs
-        )
-        self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs
-        )
+        self.optimizer = critic_and_actor_optimizer(self, self.critic, self.actor, lr_schedule(1))
+        self._training_mode_matters = not behaves_the_same_in_both_modes(self, (SquashedBoxActor,))
 
     def _net_args(self, net_arch: list[int]) -> dict[str, Any]:
         args = {
@@ -264,8 +260,14 @@ class BoxSafeSupportQPolicy(BasePolicy):
         return data
 
     def set_training_mode(self, mode: bool) -> None:
-        self.actor.set_training_mode(mode)
-        self.critic.set_training_mode(mode)
+        """
+        :param mode: train mode (True) or eval mode (False) of the critics and the head; only the policy's own flag
+            changes when none of their layers behaves differently in the two modes (see
+            :mod:`~sb3_safeq.safeq.training_mode`)
+        """
+        if self._training_mode_matters:
+            self.actor.set_training_mode(mode)
+            self.critic.set_training_mode(mode)
         self.training = mode
 
 

@@ -18,6 +18,7 @@ from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
 from sb3_safeq.common.supports.mask import MaskSupport
+from sb3_safeq.safeq.training_mode import behaves_the_same_in_both_modes
 
 
 class CategoricalActor(BasePolicy):
@@ -131,6 +132,29 @@ def optimizer_kwargs_with_defaults(
     return kwargs
 
 
+#: The optimizer's parameter groups, in this order: the critic's, then the extraction head's.
+CRITIC_GROUP, ACTOR_GROUP = 0, 1
+
+
+def critic_and_actor_optimizer(
+    policy: BasePolicy, critic: nn.Module, actor: nn.Module, lr: float
+) -> th.optim.Optimizer:
+    """
+    One optimizer for both networks, one parameter group each (:data:`CRITIC_GROUP`, :data:`ACTOR_GROUP`): a single
+    (fused) step per gradient step instead of two. A network whose gradients are None is not stepped (the extraction
+    head when ``actor_update_interval`` skips it), exactly as if it had its own optimizer.
+
+    :param policy: the policy (its ``optimizer_class``, ``optimizer_kwargs`` and device)
+    :param critic: the critic (its target is not optimised)
+    :param actor: the extraction head
+    :param lr: the initial learning rate of both
+    :return: the optimizer
+    """
+    kwargs = optimizer_kwargs_with_defaults(policy.optimizer_class, policy.optimizer_kwargs, policy.device)
+    groups = [{"params": list(critic.parameters())}, {"params": list(actor.parameters())}]
+    return policy.optimizer_class(groups, lr=lr, **kwargs)  # type: ignore[call-arg]
+
+
 def observation_batch(policy: BasePolicy, observation: Any) -> tuple[PyTorchObs, bool, int]:
     """
     Convert ``predict``'s observation to a tensor batch, refusing the ``(obs, info)`` tuple a bare ``reset()`` gives.
@@ -225,13 +249,8 @@ class SafeSupportQPolicy(BasePolicy):
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
         self.actor = CategoricalActor(**self._net_args(self.pi_arch)).to(self.device)
-        optimizer_kwargs = optimizer_kwargs_with_defaults(self.optimizer_class, self.optimizer_kwargs, self.device)
-        self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.q_net.parameters(), lr=lr_schedule(1), **optimizer_kwargs
-        )
-        self.actor_optimizer = self.optimizer_class(  # type: ignore[call-arg]
-            self.actor.parameters(), lr=lr_schedule(1), **optimizer_kwargs
-        )
+        self.optimizer = critic_and_actor_optimizer(self, self.q_net, self.actor, lr_schedule(1))
+        self._training_mode_matters = not behaves_the_same_in_both_modes(self, (CategoricalActor,))
 
     @property
     def critic(self) -> QNetwork:
@@ -310,8 +329,14 @@ class SafeSupportQPolicy(BasePolicy):
         return data
 
     def set_training_mode(self, mode: bool) -> None:
-        self.q_net.set_training_mode(mode)
-        self.actor.set_training_mode(mode)
+        """
+        :param mode: train mode (True) or eval mode (False) of the Q-network and the head; only the policy's own flag
+            changes when none of their layers behaves differently in the two modes (see
+            :mod:`~sb3_safeq.safeq.training_mode`)
+        """
+        if self._training_mode_matters:
+            self.q_net.set_training_mode(mode)
+            self.actor.set_training_mode(mode)
         self.training = mode
 
 

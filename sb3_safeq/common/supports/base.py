@@ -108,6 +108,9 @@ class SupportKind(ABC):
     #: whether the soft value and the induced policy are estimated from ``n_behavior_samples`` behavior draws (else
     #: they are exact and ``n_behavior_samples`` has no effect)
     samples_behavior: ClassVar[bool]
+    #: SafeSupportQ's ``actor_update_interval`` when the user gives none: how many gradient steps per extraction-head
+    #: update this kind's head needs
+    default_actor_update_interval: ClassVar[int] = 1
 
     def __init__(self, action_space: spaces.Space) -> None:
         self.action_space = action_space
