@@ -17,7 +17,12 @@ from sb3_safeq.common.callbacks import SafetyLoggerCallback
 from sb3_safeq.common.eval_callback import SafeEvalCallback
 from sb3_safeq.common.safety_record import RecoveredSafetyRecord, recover_safety_record
 from sb3_safeq.common.supports.base import SupportKind
-from sb3_safeq.common.supports.errors import EmptySupportError, MissingSupportError
+from sb3_safeq.common.supports.errors import (
+    EmptySupportError,
+    MissingSupportError,
+    PredictWithoutSupportWarning,
+    acting_without_support,
+)
 from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper, UnsafeVisitError
 from sb3_safeq.envs import register_envs
@@ -39,6 +44,7 @@ __all__ = [
     "InducedActions",
     "MaskedUniformBehavior",
     "MissingSupportError",
+    "PredictWithoutSupportWarning",
     "RecoveredSafetyRecord",
     "SafeDictReplayBuffer",
     "SafeEvalCallback",
@@ -51,6 +57,7 @@ __all__ = [
     "TruncatedGaussianBehavior",
     "UniformBoxBehavior",
     "UnsafeVisitError",
+    "acting_without_support",
     "make_support_kind",
     "recover_safety_record",
     "register_envs",

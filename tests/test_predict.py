@@ -5,6 +5,7 @@ without one, takes the only safe choice, refuses malformed, empty and other-kind
 drives the evaluation of a policy inside the supports.
 """
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -15,13 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sb3_safeq import EmptySupportError, SafeSupportQ
+from sb3_safeq import EmptySupportError, PredictWithoutSupportWarning, SafeSupportQ, acting_without_support
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from tests.helpers import (
     ACTION_HIGH,
     ACTION_LOW,
     KINDS,
+    PREDICT_KEYWORD,
     SMALL,
+    SUPPORT_METHOD,
     TINY,
     assert_in_supports,
     env_boxes,
@@ -258,3 +261,20 @@ def test_evaluate_safe_policy_records_returns_and_costs(kind: str) -> None:
     assert result.unsafe_visits == 0
     with pytest.raises(ValueError, match="n_eval_episodes"):
         evaluate_safe_policy(model, predict_env(kind), n_eval_episodes=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_without_the_support_warns_once_per_call_site(kind: str) -> None:
+    # The head alone is not restricted to the safe set: say so at the call, unless the caller leaves it out on purpose.
+    model = SafeSupportQ("MlpPolicy", random_env(kind), seed=0, **TINY)
+    observation = model.observation_space.sample()
+    with pytest.warns(
+        PredictWithoutSupportWarning, match=rf"without {PREDICT_KEYWORD[kind]}: .* env\.{SUPPORT_METHOD[kind]}\(\)"
+    ):
+        model.predict(observation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with acting_without_support():
+            model.predict(observation)
+        supports = random_supports(kind, np.random.default_rng(0), 1, model.action_space)
+        model.predict(observation[None], **predict_kwargs(kind, supports))  # with the support: no warning

@@ -77,20 +77,6 @@ def test_extreme_ratio_of_q_to_alpha_stays_finite(dtype: th.dtype) -> None:
     assert th.isfinite(log_probs[masks]).all()
 
 
-def test_each_row_of_a_batch_chooses_its_own_form() -> None:
-    # One row near its behavior mean (|Q - c| / alpha <= 1: the expm1 form) batched with one far from it (the
-    # log-sum-exp): the near row keeps its value, ~3.3e-4, which a log-sum-exp in float32 would get wrong by ~1e-4.
-    alpha = 1000.0
-    near = th.tensor([[0.0, 1.0, -1.0]])
-    far = th.tensor([[0.0, 5000.0, -5000.0]])
-    masks = th.ones(2, 3, dtype=th.bool)
-    values = soft_value(th.cat([near, far]), log_uniform(masks), alpha)
-    exact_near = alpha * np.log(np.mean(np.exp(near.double().numpy() / alpha)))
-    assert values[0].item() == pytest.approx(exact_near, abs=1e-6)
-    assert values[0].item() == soft_value(near, log_uniform(masks[:1]), alpha).item()
-    assert values[1].item() == pytest.approx(alpha * np.log(np.mean(np.exp(far.double().numpy() / alpha))), rel=1e-6)
-
-
 def test_terminal_next_state_without_safe_action_is_not_nan() -> None:
     q = th.zeros(2, 3)
     masks = th.tensor([[False, False, False], [True, False, False]])

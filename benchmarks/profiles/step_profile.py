@@ -35,7 +35,10 @@ PARTS = ("sample", "forward and losses", "zero_grad", "backward", "clip", "optim
 
 @contextlib.contextmanager
 def patched(owner: Any, name: str, timed: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
-    """Replace ``owner.name`` by ``timed(original)`` for the duration of the block."""
+    """Replace ``owner.name`` by ``timed(original)`` for the duration of the block (nothing if it has none)."""
+    if not hasattr(owner, name):  # e.g. an older sb3_safeq without `clip_grad_norms_`
+        yield
+        return
     original = getattr(owner, name)
     setattr(owner, name, timed(original))
     try:
@@ -65,15 +68,16 @@ def profile_gradient_step(model: Any, n_steps: int) -> dict[str, float]:
 
         return wrap
 
-    optimizers = (
-        [model.policy.optimizer]
-        if isinstance(model, DQN | SafeSupportQ)
-        else [
-            model.actor.optimizer,
-            model.critic.optimizer,
-            *([model.ent_coef_optimizer] if model.ent_coef_optimizer else []),
-        ]
-    )
+    # Every optimizer the policy's modules hold (SAC: actor and critic; DQN and SafeSupportQ: the policy's), and SAC's
+    # entropy coefficient's.
+    optimizers = {
+        id(value): value
+        for module in model.policy.modules()
+        for value in vars(module).values()
+        if isinstance(value, th.optim.Optimizer)
+    }
+    if getattr(model, "ent_coef_optimizer", None) is not None:
+        optimizers[id(model.ent_coef_optimizer)] = model.ent_coef_optimizer
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(model.replay_buffer, "sample", timer("sample")))
         stack.enter_context(patched(th.autograd, "backward", timer("backward")))
@@ -82,7 +86,7 @@ def profile_gradient_step(model: Any, n_steps: int) -> dict[str, float]:
         stack.enter_context(patched(sac_module, "polyak_update", timer("target update")))
         if isinstance(model, SafeSupportQ):
             stack.enter_context(patched(model, "_update_target_network", timer("target update")))
-        for optimizer in optimizers:
+        for optimizer in optimizers.values():
             stack.enter_context(patched(optimizer, "step", timer("optimizer step")))
             stack.enter_context(patched(optimizer, "zero_grad", timer("zero_grad")))
         start = time.perf_counter()

@@ -14,7 +14,7 @@ from scipy import stats
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from sb3_safeq import SafeSupportQ, SafetyWrapper
+from sb3_safeq import SafeSupportQ, SafetyWrapper, acting_without_support
 
 
 def q_value_fn(model: Any) -> Any:
@@ -228,7 +228,8 @@ def evaluate_calibration(
     vec_env = _one_env(env, "evaluate_calibration")
 
     def act(observations: Any, supports: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-        actions, _ = model.predict(observations, deterministic=True, **supports)
+        with acting_without_support():  # without `use_support` the head is calibrated on its own, on purpose
+            actions, _ = model.predict(observations, deterministic=True, **supports)
         return actions, float(values(observations, np.asarray(actions))[0]), 0.0
 
     pairs = rollout_pairs(vec_env, n_episodes, act, gamma, kl_weight=0.0, use_support=use_support)

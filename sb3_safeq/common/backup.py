@@ -25,17 +25,18 @@ def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th
     Soft state value ``alpha * log E_{a~beta}[exp(Q(s, a) / alpha)]`` over the last dimension.
 
     It is computed around the behavior mean ``c = E_beta[Q]`` as ``c + alpha * log E_beta[exp((Q - c) / alpha)]``,
-    which keeps both limits exact in float32. Per row:
+    which keeps both limits exact in float32:
 
-    - when some ``|Q - c| / alpha`` of the row exceeds 1 (small ``alpha``), with a stable log-sum-exp: it tends to
-      the masked max, and its rounding error (float32 resolution times ``alpha``) stays below the resolution of the
-      Q-values themselves;
+    - when some ``|Q - c| / alpha`` in the batch exceeds 1 (small ``alpha``), with a stable log-sum-exp: it tends
+      to the masked max, and its rounding error (float32 resolution times ``alpha``) stays below the resolution of
+      the Q-values themselves;
     - otherwise (large ``alpha``) as ``log1p(E_beta[expm1((Q - c) / alpha)])``: a log-sum-exp near zero would lose
       everything below float32 resolution, which ``alpha`` then multiplies; this form tends to ``E_beta[Q]``
       (expected SARSA) with full relative precision.
 
-    Both forms are computed and each row selects its own, so the batch never goes to the host to choose one (this
-    runs in every gradient step; on a GPU a host synchronisation would stall it).
+    The form is chosen once for the whole batch, on the device: both are computed and a 0-d condition selects one,
+    so the batch never goes to the host (this runs in every gradient step; on a GPU a host synchronisation would
+    stall it).
 
     :param q_values: Q-values, shape ``(..., n_actions)``
     :param log_behavior: log-probabilities of the behavior policy, ``-inf`` outside the support,
@@ -48,8 +49,8 @@ def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th
     # Actions outside the support have probability 0; their Q-values may be arbitrary and must not leak in.
     behavior_mean = (behavior_probs * q_values.masked_fill(outside_support, 0.0)).sum(dim=-1, keepdim=True)
     scaled = (q_values - behavior_mean).masked_fill(outside_support, 0.0) / alpha
-    near_mean = scaled.abs().amax(dim=-1) <= 1.0
-    # Clamped so that the rows which use the log-sum-exp cannot overflow the other form (a no-op where it is used).
+    near_mean = scaled.abs().amax() <= 1.0
+    # Clamped so that the unselected form cannot overflow (a no-op when it is the selected one).
     expm1_form = th.log1p((behavior_probs * th.expm1(scaled.clamp(-1.0, 1.0))).sum(dim=-1))
     logsumexp_form = th.logsumexp(log_behavior + scaled, dim=-1)
     values = behavior_mean.squeeze(-1) + alpha * th.where(near_mean, expm1_form, logsumexp_form)

@@ -12,6 +12,7 @@ from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from sb3_safeq.common.supports.base import COST_INFO_KEY
+from sb3_safeq.common.supports.errors import acting_without_support
 from sb3_safeq.common.supports.factory import find_support_kind, make_support_kind
 from sb3_safeq.common.wrappers import SafetyWrapper
 
@@ -89,6 +90,8 @@ def evaluate_safe_policy(
         gym_env = env if is_wrapped(env, SafetyWrapper) else SafetyWrapper(env)
         env = DummyVecEnv([lambda: gym_env])
     predict = predict_fn if predict_fn is not None else model.predict
+    if not use_masks:
+        predict = _without_support_warning(predict)
     n_envs = env.num_envs
     # Spread the episodes over the environments so that short episodes do not dominate (as SB3 does).
     episode_targets = np.array([(n_eval_episodes + i) // n_envs for i in range(n_envs)], dtype=int)
@@ -121,3 +124,13 @@ def evaluate_safe_policy(
                 episode_counts[index] += 1
                 current_returns[index] = current_lengths[index] = current_costs[index] = 0
     return result
+
+
+def _without_support_warning(predict: Callable[..., Any]) -> Callable[..., Any]:
+    """:return: ``predict`` that leaves the support out on purpose, without :class:`PredictWithoutSupportWarning`"""
+
+    def predict_without_support(*args: Any, **kwargs: Any) -> Any:
+        with acting_without_support():
+            return predict(*args, **kwargs)
+
+    return predict_without_support

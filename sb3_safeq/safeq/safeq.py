@@ -1,6 +1,7 @@
 """Safe-Support Q-Learning (SSQL) for discrete and continuous (Box) actions."""
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -18,6 +19,7 @@ from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import record_safety
 from sb3_safeq.common.gradients import clip_grad_norms_
 from sb3_safeq.common.supports.base import InducedActions, InducedStep, SupportKind
+from sb3_safeq.common.supports.errors import PredictWithoutSupportWarning
 from sb3_safeq.common.supports.factory import SUPPORTED_ACTION_SPACES, make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters
 from sb3_safeq.safeq.arguments import check_arguments
@@ -337,6 +339,15 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         """
         kind = self.support_kind
         supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        if supports is None:
+            warnings.warn(
+                f"SafeSupportQ.predict() without {kind.predict_keyword}: the action is the extraction head's alone, "
+                f"which nothing restricts to the safe set. Pass {kind.predict_keyword}= (e.g. "
+                f"env.{kind.method_name}()) to act inside the support; if acting without it is intended, silence this "
+                "with warnings.simplefilter('ignore', sb3_safeq.PredictWithoutSupportWarning).",
+                PredictWithoutSupportWarning,
+                stacklevel=2,
+            )
         return self.policy.predict(observation, state, episode_start, deterministic, **{kind.predict_keyword: supports})
 
     # ---------------------------------------------------------------- learning

@@ -24,6 +24,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_safeq import acting_without_support
 from sb3_safeq.common.evaluation import SafeEvaluation, evaluate_safe_policy
 from sb3_safeq.zoo.errors import ZooUsageError
 from sb3_safeq.zoo.evaluation import predict_takes_support
@@ -122,7 +123,10 @@ def replay(
     def predict(observations: Any, **kwargs: Any) -> tuple[np.ndarray, Any]:
         if render:
             env.render()
-        return model.predict(observations, **kwargs)
+        if use_masks:
+            return model.predict(observations, **kwargs)
+        with acting_without_support():  # --no-support: the head is replayed on its own, on purpose
+            return model.predict(observations, **kwargs)
 
     played = SafeEvaluation()
     progress_bar = tqdm(total=n_timesteps) if progress and tqdm is not None else None
