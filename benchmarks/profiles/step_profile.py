@@ -16,6 +16,7 @@ One torch thread; CPU times in microseconds per step, the median of ``--repeats`
 
 import argparse
 import contextlib
+import copy
 import statistics
 import time
 from collections import defaultdict
@@ -127,7 +128,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name in list(runs)[repeat % 2 :] + list(runs)[: repeat % 2]:
             algo, kwargs = runs[name]
-            model = algo("MlpPolicy", args.env, seed=repeat, **kwargs)
+            # A copy: SB3 adds keys to `policy_kwargs` (SAC: `use_sde`) that another algorithm would refuse.
+            model = algo("MlpPolicy", args.env, seed=repeat, **copy.deepcopy(kwargs))
             model.learn(kwargs["learning_starts"])
             model.train(gradient_steps=100, batch_size=model.batch_size)  # warm-up
             row = profile_gradient_step(model, args.steps)
