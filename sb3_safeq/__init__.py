@@ -12,11 +12,13 @@ from sb3_safeq.common.behaviors import (
     TruncatedGaussianBehavior,
     UniformBoxBehavior,
 )
+from sb3_safeq.common.behaviors.polytope import PolytopeBehaviorPolicy, UniformPolytopeBehavior
 from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer
 from sb3_safeq.common.callbacks import SafetyLoggerCallback
 from sb3_safeq.common.eval_callback import SafeEvalCallback
 from sb3_safeq.common.safety_record import RecoveredSafetyRecord, recover_safety_record
 from sb3_safeq.common.supports.base import SupportKind
+from sb3_safeq.common.supports.constrained_box import ConstrainedBox
 from sb3_safeq.common.supports.errors import (
     EmptySupportError,
     MissingSupportError,
@@ -39,11 +41,13 @@ __all__ = [
     "BoxBehaviorPolicy",
     "CallableBoxBehavior",
     "CallableDiscreteBehavior",
+    "ConstrainedBox",
     "DiscreteBehaviorPolicy",
     "EmptySupportError",
     "InducedActions",
     "MaskedUniformBehavior",
     "MissingSupportError",
+    "PolytopeBehaviorPolicy",
     "PredictWithoutSupportWarning",
     "RecoveredSafetyRecord",
     "SafeDictReplayBuffer",
@@ -56,6 +60,7 @@ __all__ = [
     "SupportKind",
     "TruncatedGaussianBehavior",
     "UniformBoxBehavior",
+    "UniformPolytopeBehavior",
     "UnsafeVisitError",
     "acting_without_support",
     "make_support_kind",

@@ -125,7 +125,7 @@ def test_one_axis_column_and_too_many_rows_say_how_to_fix() -> None:
     line = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
     with pytest.raises(ValueError, match=r"A\[:, None\]"):
         pu.validate_constraints((np.zeros(3), np.zeros(3)), line, max_constraints=4)
-    with pytest.raises(ValueError, match="Raise the environment's `max_constraints` to at least 9"):
+    with pytest.raises(ValueError, match="Raise the environment's `max_constraints` to at least 9 "):
         pu.validate_constraints((np.zeros((9, 1)), np.zeros(9)), line, max_constraints=4)
 
 

@@ -7,11 +7,14 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 from sb3_safeq.common.supports.base import COST_INFO_KEY
 from sb3_safeq.common.supports.box_utils import SAFE_BOUNDS_METHOD
+from sb3_safeq.common.supports.constrained_box import ConstrainedBox
 from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.common.supports.mask_utils import ACTION_MASKS_METHOD
+from sb3_safeq.common.supports.polytope_utils import SAFE_CONSTRAINTS_METHOD
 
 #: Per-step ``info`` flags written by :class:`SafetyWrapper` (counted by the algorithm and the safety callback).
 OUT_OF_SUPPORT_INFO_KEY = "out_of_support"
@@ -139,6 +142,11 @@ class SafetyWrapper(gym.Wrapper):
     :param strict: raise on the first unsafe visit
     :param safe_bounds_fn: optional box source for Box actions: a function ``fn(env) -> (low, high)`` or the name of
         a method of the environment
+    :param safe_constraints_fn: optional source of linear constraints for Box actions: a function
+        ``fn(env) -> (A, b)`` or the name of a method of the environment; the safe set of each state is then
+        ``{a in action space : A a <= b}`` and the wrapper's action space a :class:`ConstrainedBox`
+    :param max_constraints: the largest number of rows of ``A`` in any state, with ``safe_constraints_fn`` when the
+        environment's action space is a plain ``Box`` (a ``ConstrainedBox`` declares it already)
     """
 
     def __init__(
@@ -148,10 +156,18 @@ class SafetyWrapper(gym.Wrapper):
         shield: bool = False,
         strict: bool = False,
         safe_bounds_fn: Callable[[gym.Env], Any] | str | None = None,
+        safe_constraints_fn: Callable[[gym.Env], Any] | str | None = None,
+        max_constraints: int | None = None,
     ) -> None:
         super().__init__(env)
-        self.support_kind = make_support_kind(env.action_space)
-        sources = {"action_mask_fn": action_mask_fn, "safe_bounds_fn": safe_bounds_fn}
+        if max_constraints is not None or safe_constraints_fn is not None:
+            self.action_space = _constrained_action_space(env.action_space, max_constraints)
+        self.support_kind = make_support_kind(self.action_space)
+        sources = {
+            "action_mask_fn": action_mask_fn,
+            "safe_bounds_fn": safe_bounds_fn,
+            "safe_constraints_fn": safe_constraints_fn,
+        }
         for name, source in sources.items():
             if name != self.support_kind.wrapper_argument and source is not None:
                 raise ValueError(
@@ -208,6 +224,13 @@ class SafetyWrapper(gym.Wrapper):
             on some axis means no action is safe.
         """
         return self._support_method_result(SAFE_BOUNDS_METHOD)
+
+    def safe_action_constraints(self) -> tuple[np.ndarray, np.ndarray]:
+        """
+        :return: ``(A, b)``, the linear constraints ``A a <= b`` of the current observation's safe actions (copies,
+            without the padding rows; ``ConstrainedBox`` action spaces)
+        """
+        return self._support_method_result(SAFE_CONSTRAINTS_METHOD)
 
     def _is_empty(self, support: np.ndarray) -> bool:
         return bool(self.support_kind.empty(support))
@@ -275,3 +298,30 @@ class SafetyWrapper(gym.Wrapper):
                 info,
             )
         return obs, reward, terminated, truncated, info
+
+
+def _constrained_action_space(action_space: gym.Space, max_constraints: int | None) -> ConstrainedBox:
+    """
+    :param action_space: the wrapped environment's action space
+    :param max_constraints: the largest number of rows of ``A`` given to the wrapper, or None
+    :return: the action space declaring linear-constraint supports
+    """
+    if isinstance(action_space, ConstrainedBox):
+        if max_constraints is not None and max_constraints != action_space.max_constraints:
+            raise ValueError(
+                f"max_constraints={max_constraints} contradicts the environment's ConstrainedBox action space "
+                f"(max_constraints={action_space.max_constraints}): leave max_constraints out."
+            )
+        return action_space
+    if not isinstance(action_space, spaces.Box):
+        raise ValueError(
+            f"safe_constraints_fn and max_constraints describe Box actions, not {action_space!r}: use action_mask_fn "
+            "for Discrete actions."
+        )
+    if max_constraints is None:
+        raise ValueError(
+            "safe_constraints_fn needs max_constraints=m, the largest number of rows of A in any state (it fixes the "
+            "layout of the supports in the replay buffer), e.g. SafetyWrapper(env, safe_constraints_fn=fn, "
+            "max_constraints=4)."
+        )
+    return ConstrainedBox.from_box(action_space, max_constraints)

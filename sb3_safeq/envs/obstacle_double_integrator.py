@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_safeq.common.supports.constrained_box import ConstrainedBox
 from sb3_safeq.common.supports.polytope_utils import largest_inner_box
 from sb3_safeq.envs._constrained import as_disc, as_point, rows_cutting_box
 from sb3_safeq.envs._render import BLUE, GREEN, RED, blank_canvas, fill_disc
@@ -130,6 +131,9 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
     :param time_penalty: Reward subtracted on every step.
     :param goal_bonus: Reward added on reaching the goal.
     :param render_mode: None, or ``"rgb_array"``: a top view (obstacles red, goal green, puck blue).
+    :param support: ``"polytope"``: the action space is a :class:`~sb3_safeq.ConstrainedBox` and SafeSupportQ learns
+        inside the CBF polytope (``safe_action_constraints()``); ``"box"``: a plain ``Box``, and SafeSupportQ learns
+        inside the largest box in the polytope (``safe_action_bounds()``). Both methods exist either way.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -150,7 +154,10 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         time_penalty: float = 0.1,
         goal_bonus: float = 10.0,
         render_mode: str | None = None,
+        support: str = "polytope",
     ) -> None:
+        if support not in ("polytope", "box"):
+            raise ValueError(f"support must be 'polytope' or 'box', got {support!r}.")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"{type(self).__name__} renders only 'rgb_array', got render_mode={render_mode!r}.")
         for name, value in (
@@ -186,7 +193,10 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
 
         #: Rows stored per state: one per obstacle (the layout check leaves at most one present at a time).
         self.max_constraints = len(self.obstacles)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        box = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        # The polytope is the support SafeSupportQ learns with; the inner box is the alternative to compare with.
+        self.support = support
+        self.action_space = ConstrainedBox.from_box(box, self.max_constraints) if support == "polytope" else box
         self.max_speed = 1.0 / self.drag
         # The last step may carry the puck this far past the field's edge.
         self._reach = self.field_half_size + self.dt * self.max_speed

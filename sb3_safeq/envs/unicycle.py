@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_safeq.common.supports.constrained_box import ConstrainedBox
 from sb3_safeq.common.supports.polytope_utils import largest_inner_box
 from sb3_safeq.envs._constrained import as_disc, as_point, rows_cutting_box
 from sb3_safeq.envs._render import BLUE, GREEN, GREY, RED, blank_canvas, fill_disc, fill_rect
@@ -76,6 +77,9 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
     :param time_penalty: Reward subtracted on every step.
     :param goal_bonus: Reward added on reaching the goal.
     :param render_mode: None, or ``"rgb_array"``: a top view (walls grey, obstacles red, goal green, body blue).
+    :param support: ``"polytope"``: the action space is a :class:`~sb3_safeq.ConstrainedBox` and SafeSupportQ learns
+        inside the CBF polytope (``safe_action_constraints()``); ``"box"``: a plain ``Box``, and SafeSupportQ learns
+        inside the largest box in the polytope (``safe_action_bounds()``). Both methods exist either way.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -98,7 +102,10 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
         time_penalty: float = 0.1,
         goal_bonus: float = 10.0,
         render_mode: str | None = None,
+        support: str = "polytope",
     ) -> None:
+        if support not in ("polytope", "box"):
+            raise ValueError(f"support must be 'polytope' or 'box', got {support!r}.")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"{type(self).__name__} renders only 'rgb_array', got render_mode={render_mode!r}.")
         for name, value in (
@@ -143,11 +150,14 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
 
         #: Rows stored per state: one per obstacle and one per wall.
         self.max_constraints = len(self.obstacles) + 4
-        self.action_space = spaces.Box(
+        box = spaces.Box(
             np.array([speed_range[0], -max_turn_rate], dtype=np.float32),
             np.array([speed_range[1], max_turn_rate], dtype=np.float32),
             dtype=np.float32,
         )
+        # The polytope is the support SafeSupportQ learns with; the inner box is the alternative to compare with.
+        self.support = support
+        self.action_space = ConstrainedBox.from_box(box, self.max_constraints) if support == "polytope" else box
         self.observation_space = self._make_observation_space()
         self._lookahead_point: np.ndarray | None = None
         self._heading = 0.0

@@ -19,7 +19,8 @@ from torch import nn
 
 from sb3_safeq.common.supports import squashed_box
 from sb3_safeq.common.supports.box import BoxSupport
-from sb3_safeq.common.supports.box_utils import clip_into, full_boxes
+from sb3_safeq.common.supports.box_utils import full_boxes
+from sb3_safeq.common.supports.factory import make_support_kind
 from sb3_safeq.safeq.policies import critic_and_actor_optimizer, observation_batch, split_net_arch
 from sb3_safeq.safeq.training_mode import behaves_the_same_in_both_modes
 
@@ -172,7 +173,9 @@ class BoxSafeSupportQPolicy(BasePolicy):
         self.qf_arch, self.pi_arch = split_net_arch(net_arch)
         self.activation_fn = activation_fn
         self.n_critics = n_critics
-        self.support_kind = BoxSupport(action_space)
+        kind = make_support_kind(action_space)  # the box kind, or the polytope kind for a ConstrainedBox
+        assert isinstance(kind, BoxSupport)
+        self.support_kind = kind
         self.scaler = self.support_kind.scaler
         self._build(lr_schedule)
 
@@ -213,6 +216,7 @@ class BoxSafeSupportQPolicy(BasePolicy):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
         safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+        safe_constraints: Any = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """
         Get the extracted policy's action, in the environment's action units.
@@ -224,20 +228,28 @@ class BoxSafeSupportQPolicy(BasePolicy):
         :param safe_bounds: the safe box of each observation, ``(low, high)`` in action units (e.g. from
             ``env.safe_action_bounds()``); with it no action outside the box is ever returned. Without it the
             action is squashed into the whole action space.
+        :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation
+            (e.g. from ``env.safe_action_constraints()``), instead of ``safe_bounds``
         :return: the actions and the (unchanged) state
         """
         self.set_training_mode(False)
         obs_tensor, vectorized_env, n_obs = observation_batch(self, observation)
-        if safe_bounds is None:
+        kind = self.support_kind
+        supports = kind.pick_predict_argument(safe_bounds=safe_bounds, safe_constraints=safe_constraints)
+        if supports is None:
             with th.no_grad():
                 agent_actions = self.actor._predict(obs_tensor, deterministic).cpu().numpy()
             actions = np.clip(self.scaler.to_env(agent_actions), self.action_space.low, self.action_space.high)
         else:
-            env_boxes, agent_boxes = self.support_kind.predict_supports(safe_bounds, n_obs)
+            raw_supports, agent_supports = kind.predict_supports(supports, n_obs)
             with th.no_grad():
-                boxes = th.as_tensor(agent_boxes, device=self.device)
-                agent_actions = self.actor.action(obs_tensor, boxes, deterministic).cpu().numpy()
-            actions = clip_into(self.scaler.to_env(agent_actions), env_boxes)
+                agent_tensor = th.as_tensor(agent_supports, device=self.device)
+                mean, log_std = self.actor(obs_tensor)
+                if deterministic:
+                    agent_actions = kind.head_mode(mean, agent_tensor)
+                else:
+                    agent_actions = kind.head_rsample(mean, log_std, agent_tensor)[0]
+            actions = kind.clip_actions(self.scaler.to_env(agent_actions.cpu().numpy()), raw_supports)
         actions = actions.astype(self.action_space.dtype).reshape((-1, *self.action_space.shape))
         if not vectorized_env:
             actions = actions.squeeze(axis=0)

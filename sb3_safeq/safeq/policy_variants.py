@@ -12,12 +12,17 @@ from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, Saf
 #: The policy class behind each policy name, by support kind (``SupportKind.name``): the names resolve to the first
 #: column before the action space is known, and to their kind's class in ``_setup_model``. A new kind adds a column.
 POLICY_VARIANTS: dict[type[BasePolicy], dict[str, type[BasePolicy]]] = {
-    MlpPolicy: {"mask": MlpPolicy, "box": BoxMlpPolicy},
-    CnnPolicy: {"mask": CnnPolicy, "box": BoxCnnPolicy},
-    MultiInputPolicy: {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy},
+    MlpPolicy: {"mask": MlpPolicy, "box": BoxMlpPolicy, "polytope": BoxMlpPolicy},
+    CnnPolicy: {"mask": CnnPolicy, "box": BoxCnnPolicy, "polytope": BoxCnnPolicy},
+    MultiInputPolicy: {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy, "polytope": BoxMultiInputPolicy},
 }
 #: The base class of the policies of each support kind (a user's own policy class subclasses it).
-POLICY_BASES: dict[str, type[BasePolicy]] = {"mask": SafeSupportQPolicy, "box": BoxSafeSupportQPolicy}
+#: The polytope kind uses the box kind's policies: the kind object carries what differs (the head's map onto the set).
+POLICY_BASES: dict[str, type[BasePolicy]] = {
+    "mask": SafeSupportQPolicy,
+    "box": BoxSafeSupportQPolicy,
+    "polytope": BoxSafeSupportQPolicy,
+}
 
 
 def resolve_policy_class(policy_class: Any, support_kind: SupportKind, action_space: spaces.Space) -> type[BasePolicy]:

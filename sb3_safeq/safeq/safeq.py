@@ -269,6 +269,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         deterministic: bool = False,
         action_masks: np.ndarray | None = None,
         safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+        safe_constraints: Any = None,
     ) -> InducedActions:
         """
         Act with the induced policy ``pi_Q ∝ beta * exp(Q / alpha)`` (same support as ``beta``, so as safe), the
@@ -280,11 +281,15 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         :param deterministic: take the mode instead of sampling
         :param action_masks: Discrete actions: the safe-action masks of the observations
         :param safe_bounds: Box actions: the safe boxes ``(low, high)`` of the observations, in action units
+        :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation, in
+            action units (one pair, a batched pair ``A (n, m, d)``, ``b (n, m)``, or a list of pairs)
         :return: the actions in environment units (inside the supports as given), their Q-values, the KL to
             ``beta`` and, for Discrete actions, ``log pi_Q`` of every action (numpy, one row per observation)
         """
         kind = self.support_kind
-        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        supports = kind.pick_predict_argument(
+            action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
+        )
         if supports is None:
             raise ValueError(
                 f"The induced policy needs the safe supports of the observations ({kind.predict_keyword}=)."
@@ -324,6 +329,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         deterministic: bool = False,
         action_masks: np.ndarray | None = None,
         safe_bounds: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
+        safe_constraints: Any = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """
         Get the action of the extracted (deployable) policy.
@@ -335,10 +341,15 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         :param action_masks: Discrete actions: safe-action masks; with them the action is always inside them
         :param safe_bounds: Box actions: the safe box ``(low, high)`` of each observation, in action units (e.g.
             ``env.safe_action_bounds()``); with it the action is always inside the box
+        :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation
+            (e.g. ``env.safe_action_constraints()``); with them the action always satisfies ``A a <= b`` (within
+            ``CONTAINS_TOLERANCE``)
         :return: the action and the (unchanged) state
         """
         kind = self.support_kind
-        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        supports = kind.pick_predict_argument(
+            action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
+        )
         if supports is None:
             warnings.warn(
                 f"SafeSupportQ.predict() without {kind.predict_keyword}: the action is the extraction head's alone, "

@@ -252,6 +252,42 @@ class BoxSupport(SupportKind):
         log_half_width = scaler.log_half_width_tensor(log_density.device).to(log_density.dtype)
         return log_density + (has_volume * log_half_width).sum(dim=-1)
 
+    def fill_empty(self, supports: th.Tensor) -> th.Tensor:
+        """
+        :param supports: agent supports of next states ``(batch, *support_shape)``; terminal ones may be empty
+        :return: the supports with each empty one replaced by one that can be sampled (the whole action space)
+        """
+        return fill_empty_boxes(supports)
+
+    def head_rsample(self, mean: th.Tensor, log_std: th.Tensor, supports: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The extraction head's reparameterised action inside each support.
+
+        :param mean: Gaussian mean of the head, ``(batch, action_dim)``
+        :param log_std: its log standard deviation, same shape
+        :param supports: agent supports ``(batch, *support_shape)``
+        :return: actions in agent units ``(batch, action_dim)`` and their log-densities ``(batch,)``
+        """
+        return squashed_box.rsample(mean, log_std, supports)
+
+    def head_log_prob(self, actions: th.Tensor, mean: th.Tensor, log_std: th.Tensor, supports: th.Tensor) -> th.Tensor:
+        """
+        :param actions: actions inside the supports, agent units, ``(batch, n, action_dim)``
+        :param mean: Gaussian mean of the head, ``(batch, action_dim)``
+        :param log_std: its log standard deviation, same shape
+        :param supports: agent supports ``(batch, *support_shape)``
+        :return: the head's log-densities of the actions, ``(batch, n)``
+        """
+        return squashed_box.log_prob(actions, mean, log_std, supports)
+
+    def head_mode(self, mean: th.Tensor, supports: th.Tensor) -> th.Tensor:
+        """
+        :param mean: Gaussian mean of the head, ``(batch, action_dim)``
+        :param supports: agent supports ``(batch, *support_shape)``
+        :return: the head's deterministic action inside each support, agent units ``(batch, action_dim)``
+        """
+        return squashed_box.mode(mean, supports)
+
     @staticmethod
     def reduce_twins(q_values: th.Tensor, twin_min: bool) -> th.Tensor:
         """:param q_values: ``(n_critics, ...)`` :return: their minimum (``twin_min``) or mean"""
@@ -261,7 +297,7 @@ class BoxSupport(SupportKind):
         policy, behavior, n_samples = learner.policy, learner.behavior_policy, learner.n_behavior_samples
         with th.no_grad():
             # A terminal next state may have an empty box: its value is multiplied by 0, any box does to sample.
-            next_boxes = fill_empty_boxes(data.next_supports)
+            next_boxes = self.fill_empty(data.next_supports)
             next_actions = self.behavior_samples(behavior, data.next_observations, next_boxes, n_samples)
             next_q = self.reduce_twins(
                 q_values_of_samples(policy.critic_target, data.next_observations, next_actions), learner.twin_min
@@ -292,7 +328,7 @@ class BoxSupport(SupportKind):
             n_live = live.sum().clamp(min=1.0)
             effective_fraction = ((1.0 / (weights**2).sum(dim=1)) * live).sum() / n_live / n_samples
         mean, log_std = policy.actor(observations)
-        log_probs = squashed_box.log_prob(samples, mean, log_std, boxes)
+        log_probs = self.head_log_prob(samples, mean, log_std, boxes)
         actor_loss = -((weights * log_probs).sum(dim=1) * live).sum() / n_live
         return critic_loss, q_mean, (actor_loss, effective_fraction)
 
@@ -307,7 +343,7 @@ class BoxSupport(SupportKind):
         """
         policy = learner.policy
         mean, log_std = policy.actor(data.observations)
-        actions, log_pi = squashed_box.rsample(mean, log_std, data.supports)
+        actions, log_pi = self.head_rsample(mean, log_std, data.supports)
         log_beta = self.behavior_log_prob(learner.behavior_policy, data.observations, data.supports, actions)
         q_values = self.reduce_twins(th.stack(policy.critic(data.observations, actions)), learner.twin_min)[:, 0]
         kl = log_pi - log_beta

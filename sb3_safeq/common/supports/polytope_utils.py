@@ -143,8 +143,9 @@ def validate_constraints(
     if rows > max_constraints:
         raise ValueError(
             f"{source} returned {rows} constraints, more than max_constraints={max_constraints}, the number of rows "
-            f"stored per state. Raise the environment's `max_constraints` to at least {rows} (or drop rows that no "
-            "action of the action box can violate)."
+            f"stored per state. Raise the environment's `max_constraints` to at least {rows} (the argument of its "
+            "ConstrainedBox action space, or SafetyWrapper(max_constraints=...)), or drop rows that no action of the "
+            "action box can violate."
         )
     if not np.all(np.isfinite(matrix)):
         bad = sorted({int(row) for row in np.nonzero(~np.isfinite(matrix))[0]})
