@@ -11,9 +11,9 @@ onto the polytope by the gauge map (:mod:`~sb3_safeq.common.supports.gauge_polyt
 
 **Layout** of one state's support, float32 ``(max_constraints + 1, action_dim + 1)``: rows ``[A_i | b_i]`` padded
 with ``(0, 1)`` rows (every action satisfies them), then ``[a0 | r]``: the Chebyshev centre of the set (the centre
-of the largest ball inside it, from one linear program per state, computed by the validation gate) and the ball's
-signed radius, ``r < -tolerance`` for an empty set. In agent units the rows and the centre are rewritten exactly for
-the ``[-1, 1]`` actions; the radius keeps its environment units (only its sign is used there).
+of the largest ball inside it, from one linear program per distinct set of rows, computed by the validation gate)
+and the ball's signed radius, ``r < -tolerance`` for an empty set. In agent units the rows and the centre are
+rewritten exactly for the ``[-1, 1]`` actions; the radius keeps its environment units (only its sign is used there).
 """
 
 from collections.abc import Callable, Sequence
@@ -44,6 +44,9 @@ from sb3_safeq.common.supports.polytope_utils import (
     validate_constraints,
 )
 
+#: Distinct sets of rows whose Chebyshev centre the kind remembers (see ``PolytopeSupport._centre_and_radius``).
+_CENTRE_CACHE_SIZE = 4096
+
 
 class PolytopeSupport(BoxSupport):
     """
@@ -70,6 +73,7 @@ class PolytopeSupport(BoxSupport):
         self.max_constraints = action_space.max_constraints
         self._low = action_space.low.astype(np.float64)
         self._high = action_space.high.astype(np.float64)
+        self._centres: dict[bytes, np.ndarray] = {}
 
     def missing_method_message(self, env: gym.Env) -> str:
         return (
@@ -88,12 +92,30 @@ class PolytopeSupport(BoxSupport):
 
     def validate(self, support: Any, source: str) -> np.ndarray:
         matrix, offsets = validate_constraints(support, self.action_space, self.max_constraints, source)
-        ball = chebyshev_center(matrix, offsets, self._low, self._high)
         stored = np.empty((self.max_constraints + 1, self.action_dim + 1), dtype=np.float32)
         stored[:-1] = pad_constraints(matrix, offsets, self.max_constraints)
-        stored[-1, :-1] = ball.center
-        stored[-1, -1] = max(ball.radius, np.finfo(np.float32).min)  # -inf for a row 0 a <= b < 0
+        stored[-1] = self._centre_and_radius(stored[:-1])
         return stored
+
+    def _centre_and_radius(self, rows: np.ndarray) -> np.ndarray:
+        """
+        :param rows: the stored rows ``[A | b]`` of one state (float32, padded)
+        :return: ``[a0 | r]``, the Chebyshev centre and signed radius of the set (float32)
+
+        The linear program costs milliseconds (HiGHS through SciPy) while the rows often repeat from state to state
+        (e.g. no obstacle nearby: no row at all), so results are kept per distinct rows, up to
+        :data:`_CENTRE_CACHE_SIZE` of them.
+        """
+        key = rows.tobytes()
+        cached = self._centres.get(key)
+        if cached is None:
+            matrix, offsets = rows[:, :-1].astype(np.float64), rows[:, -1].astype(np.float64)
+            ball = chebyshev_center(matrix, offsets, self._low, self._high)
+            cached = np.append(ball.center, max(ball.radius, np.finfo(np.float32).min)).astype(np.float32)
+            if len(self._centres) >= _CENTRE_CACHE_SIZE:
+                self._centres.clear()
+            self._centres[key] = cached
+        return cached
 
     def env_method_result(self, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return unpad_constraints(support[:-1].astype(np.float64))
