@@ -1,17 +1,19 @@
-# Every target bootstraps the virtual environment first: CPU torch (a bare `pip install torch` would pull a
-# multi-GB CUDA build), then the package with its test extras.
+# Every target bootstraps the virtual environment first: CPU torch (a bare `pip install torch` from PyPI would pull a
+# multi-GB CUDA build; tools/install_torch.py switches to PyTorch's CPU index when it would), then the package with
+# its test extras. `make test TORCH=default` installs whatever the package index serves instead (CUDA builds on PyPI).
 PYTHON ?= python3
 VENV ?= .venv
+TORCH ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sb3-safeq-installed
 DOCS_STAMP := $(VENV)/.sb3-safeq-docs-installed
 
 .PHONY: demo test lint format docs clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml tools/install_torch.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch>=2.3,<2.14"
+	$(BIN)/python tools/install_torch.py --variant $(TORCH)
 	$(BIN)/pip install --quiet -e ".[tests]"
 	touch $(STAMP)
 
@@ -30,8 +32,8 @@ test: $(STAMP)
 
 # docs/conf.py by name: on the folder, ruff would also reformat the Python blocks of the Markdown pages.
 lint: $(STAMP)
-	$(BIN)/ruff check sb3_safeq tests examples benchmarks docs/conf.py
-	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks docs/conf.py
+	$(BIN)/ruff check sb3_safeq tests examples benchmarks tools docs/conf.py
+	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks tools docs/conf.py
 
 # The documentation site (Sphinx + MyST, docs/conf.py) into docs/_build/html; every warning is an error. -E rereads
 # every page: autodoc does not notice docstring changes, and an incremental build would not repeat old warnings.
