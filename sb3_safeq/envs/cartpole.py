@@ -79,7 +79,7 @@ class SafeCartPoleEnv(CartPoleEnv):
         info["cost"] = 0.0
         return observation, info
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: int | np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """
         Step as CartPole does and add ``info["cost"]``: 1.0 iff the new cart position is outside the limit.
 
@@ -87,6 +87,7 @@ class SafeCartPoleEnv(CartPoleEnv):
         :return: Observation, reward, terminated, truncated, info.
         """
         observation, reward, terminated, truncated, info = super().step(action)
+        assert self.state is not None  # set by the step
         info["cost"] = float(abs(float(self.state[0])) > self.position_limit)
         return observation, reward, terminated, truncated, info
 

@@ -96,6 +96,7 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    action_space: spaces.Box
 
     def __init__(
         self,
@@ -134,7 +135,9 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
             np.array([self.p_max, self.max_speed], dtype=np.float32),
             dtype=np.float32,
         )
-        self._state: tuple[float, float] | None = None
+        # NaN until the first reset (``_has_state``).
+        self._state: tuple[float, float] = (math.nan, math.nan)
+        self._has_state = False
         self._bounds_state: tuple[float, float] | None = None
         self._bounds = empty_box(self.action_space)
 
@@ -169,7 +172,7 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         return np.array(self._state, dtype=np.float64)
 
     def _check_reset(self) -> None:
-        if self._state is None:
+        if not self._has_state:
             raise RuntimeError("Call reset() first: the environment has no state yet.")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -197,6 +200,7 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"|v| <= {self.max_initial_speed:.4g}, got {state!r}."
                 )
         self._state = (position, velocity)
+        self._has_state = True
         return self._observation(), {"cost": 0.0}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -241,7 +245,6 @@ class SafeDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         fill_rect(canvas, 0, 0, height, wall, GREY)
         fill_rect(canvas, 0, width - wall, height, width, GREY)
         fill_rect(canvas, 0, column(self.target) - 1, height, column(self.target) + 1, GREEN)
-        assert self._state is not None
         cart = column(self._state[0])
         fill_rect(canvas, 12, cart - 6, 28, cart + 6, BLUE)
         return canvas

@@ -46,7 +46,7 @@ class SafeFrozenLakeEnv(SafeTabularMixin, FrozenLakeEnv):
             success_rate=success_rate,
             reward_schedule=reward_schedule,
         )
-        self._hole_states = self.desc.ravel() == HOLE
+        self._hole_states = np.asarray(self.desc).ravel() == HOLE
         self._build_safe_action_table(self._falls_into_hole)
 
     @property

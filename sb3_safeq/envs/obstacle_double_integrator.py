@@ -137,6 +137,7 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    action_space: spaces.Box
 
     def __init__(
         self,
@@ -201,8 +202,10 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         # The last step may carry the puck this far past the field's edge.
         self._reach = self.field_half_size + self.dt * self.max_speed
         self.observation_space = self._make_observation_space()
-        self._position: np.ndarray | None = None
-        self._velocity: np.ndarray | None = None
+        # NaN until the first reset (``_has_state``).
+        self._position = np.full(2, np.nan)
+        self._velocity = np.full(2, np.nan)
+        self._has_state = False
         self._cache_key: bytes | None = None
         self._constraints: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 2)), np.zeros(0))
         self._bounds_key: bytes | None = None
@@ -263,7 +266,7 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         return np.concatenate([self._position, self._velocity])
 
     def _check_reset(self) -> None:
-        if self._position is None:
+        if not self._has_state:
             raise RuntimeError("Call reset() first: the environment has no state yet.")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -291,6 +294,7 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"field (|x|, |y| <= {self.field_half_size:g}), got {state!r}."
                 )
             self._position, self._velocity = values[:2].copy(), values[2:].copy()
+        self._has_state = True
         return self._observation(), {"cost": 0.0}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:

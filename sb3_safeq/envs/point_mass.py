@@ -54,7 +54,9 @@ def float32_at_or_above(value: float) -> float:
     return _nearest_float32(value + abs(value) * _INWARD_PULL)
 
 
-def float32_box_inside(low: Sequence[float], high: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def float32_box_inside(
+    low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """
     Convert a float64 box to float32, rounding towards its inside: every float32 action in the result lies in the
     float64 box. Plain round-to-nearest could move a bound outwards by half a float32 ulp and let an agent pick an
@@ -219,6 +221,7 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    action_space: spaces.Box
 
     def __init__(
         self,
@@ -258,7 +261,9 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.observation_space = self._make_observation_space()
-        self._position: tuple[float, float] | None = None
+        # NaN until the first reset (``_has_state``).
+        self._position: tuple[float, float] = (math.nan, math.nan)
+        self._has_state = False
         self._bounds_position: tuple[float, float] | None = None
         self._bounds = empty_box(self.action_space)
 
@@ -320,7 +325,7 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
         return np.array(self._position, dtype=np.float64)
 
     def _check_reset(self) -> None:
-        if self._position is None:
+        if not self._has_state:
             raise RuntimeError("Call reset() first: the environment has no state yet.")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -341,6 +346,7 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
         if max(abs(x), abs(y)) > self.arena_half_size:
             raise ValueError(f"options['position'] must lie in the arena, got {position!r}.")
         self._position = (x, y)
+        self._has_state = True
         return self._observation(), {"cost": 0.0}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -391,7 +397,6 @@ class SafePointMassEnv(gym.Env[np.ndarray, np.ndarray]):
         for x, y, radius in self.hazards:
             fill_disc(canvas, *pixel(x, y), radius * scale, RED)
         fill_disc(canvas, *pixel(*self.goal), self.goal_radius * scale, GREEN)
-        assert self._position is not None
         fill_disc(canvas, *pixel(*self._position), 3.0, BLUE)
         return canvas
 

@@ -83,6 +83,7 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    action_space: spaces.Box
 
     def __init__(
         self,
@@ -159,7 +160,9 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
         self.support = support
         self.action_space = ConstrainedBox.from_box(box, self.max_constraints) if support == "polytope" else box
         self.observation_space = self._make_observation_space()
-        self._lookahead_point: np.ndarray | None = None
+        # NaN until the first reset (``_has_state``).
+        self._lookahead_point = np.full(2, np.nan)
+        self._has_state = False
         self._heading = 0.0
         self._cache_key: tuple[bytes, float] | None = None
         self._constraints: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 2)), np.zeros(0))
@@ -224,7 +227,7 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._lookahead_point - self.lookahead * np.array([math.cos(self._heading), math.sin(self._heading)])
 
     def _check_reset(self) -> None:
-        if self._lookahead_point is None:
+        if not self._has_state:
             raise RuntimeError("Call reset() first: the environment has no state yet.")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -249,6 +252,7 @@ class SafeUnicycleEnv(gym.Env[np.ndarray, np.ndarray]):
             body, heading = values[:2].copy(), float(values[2])
         self._heading = _wrap(heading)
         self._lookahead_point = body + self.lookahead * np.array([math.cos(self._heading), math.sin(self._heading)])
+        self._has_state = True
         return self._observation(), {"cost": 0.0}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:

@@ -88,13 +88,14 @@ def check_arguments(
     for name, value in (("mixture_weight", mixture_weight), ("tau", tau), ("max_grad_norm", max_grad_norm)):
         if not _is_real(value):
             raise InvalidArgumentError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
-    for name, value, may_be_none in (
+    intervals: tuple[tuple[str, int | None, bool], ...] = (
         ("target_update_interval", target_update_interval, False),
         ("actor_update_interval", actor_update_interval, True),  # None: the support kind's default
-    ):
-        if not (may_be_none and value is None) and not _is_integer(value):
+    )
+    for name, interval, may_be_none in intervals:
+        if not (may_be_none and interval is None) and not _is_integer(interval):
             raise InvalidArgumentError(
-                f"{name}={value!r} must be an integer (gradient steps), got {type(value).__name__}."
+                f"{name}={interval!r} must be an integer (gradient steps), got {type(interval).__name__}."
             )
     if exploration not in EXPLORATION_MODES:
         raise InvalidArgumentError(f"exploration={exploration!r} is invalid: choose one of {EXPLORATION_MODES}.")

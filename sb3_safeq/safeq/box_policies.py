@@ -246,10 +246,10 @@ class BoxSafeSupportQPolicy(BasePolicy):
                 agent_tensor = th.as_tensor(agent_supports, device=self.device)
                 mean, log_std = self.actor(obs_tensor)
                 if deterministic:
-                    agent_actions = kind.head_mode(mean, agent_tensor)
+                    head_actions = kind.head_mode(mean, agent_tensor)
                 else:
-                    agent_actions = kind.head_rsample(mean, log_std, agent_tensor)[0]
-            actions = kind.clip_actions(self.scaler.to_env(agent_actions.cpu().numpy()), raw_supports)
+                    head_actions = kind.head_rsample(mean, log_std, agent_tensor)[0]
+            actions = kind.clip_actions(self.scaler.to_env(head_actions.cpu().numpy()), raw_supports)
         actions = actions.astype(self.action_space.dtype).reshape((-1, *self.action_space.shape))
         if not vectorized_env:
             actions = actions.squeeze(axis=0)

@@ -164,10 +164,12 @@ class SupportCollectingAlgorithm(OffPolicyAlgorithm):
         while should_collect_more_steps(train_freq, num_collected_steps, num_collected_episodes):
             actions, buffer_actions = self._sample_action(learning_starts, action_noise, env.num_envs)
             new_obs, rewards, dones, infos = env.step(actions)
+            assert not isinstance(new_obs, tuple)  # Tuple observation spaces are not supported (SB3's off-policy)
             self.num_timesteps += env.num_envs
             num_collected_steps += 1
 
             # The step's record is saved before any callback can checkpoint or stop (SB3 stores it after them).
+            assert self.episodes_in_progress is not None  # created with the environment
             self.episodes_in_progress.update(self.safety_counters.update_from_infos(infos), dones)
             self._update_info_buffer(infos, dones)
             self._store_transition(replay_buffer, buffer_actions, new_obs, rewards, dones, infos)

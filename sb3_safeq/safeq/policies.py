@@ -308,7 +308,7 @@ class SafeSupportQPolicy(BasePolicy):
             masks = th.as_tensor(self.support_kind.predict_supports(action_masks, n_obs)[1], device=self.device)
         with th.no_grad():
             actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=masks)
-        actions_np = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        actions_np = actions.cpu().numpy().reshape(-1)  # one index per observation (Discrete actions)
         if not vectorized_env:
             actions_np = actions_np.squeeze(axis=0)
         return actions_np, state

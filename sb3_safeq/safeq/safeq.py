@@ -370,6 +370,8 @@ class SafeSupportQ(SupportCollectingAlgorithm):
         alpha = self.current_alpha()
         kind = self.support_kind
         critic_parameters, actor_parameters = self._online_parameters, self._actor_parameters
+        actor_update_interval = self.actor_update_interval
+        assert actor_update_interval is not None  # the support kind's default replaces None in _setup_model
         # Statistics stay tensors until the end: one host synchronisation per call, not per gradient step (and no
         # arithmetic on them inside the loop either).
         critic_stats: list[th.Tensor] = []
@@ -377,7 +379,7 @@ class SafeSupportQ(SupportCollectingAlgorithm):
 
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            update_actor = (self._n_updates + step + 1) % self.actor_update_interval == 0
+            update_actor = (self._n_updates + step + 1) % actor_update_interval == 0
             critic_loss, q_mean, actor_terms = kind.losses(self, data, alpha, update_actor)
             critic_stats += [critic_loss.detach(), q_mean]
 

@@ -11,7 +11,7 @@ regression on behavior draws, or the reparameterised reverse KL) and the induced
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -72,7 +72,7 @@ class BoxSupport(SupportKind):
     Gaussian squashed into the box (:mod:`~sb3_safeq.common.supports.squashed_box`).
     """
 
-    action_space_type = spaces.Box
+    action_space_type: ClassVar[type[spaces.Space]] = spaces.Box
     name = "box"
     method_name = SAFE_BOUNDS_METHOD
     info_key = SAFE_BOUNDS_INFO_KEY
@@ -203,7 +203,7 @@ class BoxSupport(SupportKind):
             raise ValueError(f"safe_bounds has shape {boxes.shape} for {n_obs} observation(s): {layouts}.")
         return boxes
 
-    def predict_argument(self, raw_supports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_argument(self, raw_supports: np.ndarray) -> Any:  # (low, high), each (n, action_dim)
         return raw_supports[:, 0], raw_supports[:, 1]
 
     def uniform_behavior(self) -> BehaviorPolicy:

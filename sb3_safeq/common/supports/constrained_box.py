@@ -10,7 +10,7 @@ bounds).
 """
 
 from collections.abc import Sequence
-from typing import Any, SupportsFloat
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -32,8 +32,8 @@ class ConstrainedBox(spaces.Box):
 
     def __init__(
         self,
-        low: SupportsFloat | np.ndarray,
-        high: SupportsFloat | np.ndarray,
+        low: float | np.ndarray,
+        high: float | np.ndarray,
         shape: Sequence[int] | None = None,
         dtype: Any = np.float32,
         seed: int | np.random.Generator | None = None,

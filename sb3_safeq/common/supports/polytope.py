@@ -65,7 +65,7 @@ class PolytopeSupport(BoxSupport):
     info_key = SAFE_CONSTRAINTS_INFO_KEY
     predict_keyword = "safe_constraints"
     wrapper_argument = "safe_constraints_fn"
-    behavior_class = PolytopeBehaviorPolicy
+    behavior_class = PolytopeBehaviorPolicy  # type: ignore[assignment]  # not box behaviors: a sibling class
     action_space: ConstrainedBox
 
     def __init__(self, action_space: ConstrainedBox) -> None:
@@ -111,7 +111,8 @@ class PolytopeSupport(BoxSupport):
         if cached is None:
             matrix, offsets = rows[:, :-1].astype(np.float64), rows[:, -1].astype(np.float64)
             ball = chebyshev_center(matrix, offsets, self._low, self._high)
-            cached = np.append(ball.center, max(ball.radius, np.finfo(np.float32).min)).astype(np.float32)
+            radius = max(float(ball.radius), float(np.finfo(np.float32).min))  # -inf: a row 0 a <= b < 0
+            cached = np.append(ball.center, radius).astype(np.float32)
             if len(self._centres) >= _CENTRE_CACHE_SIZE:
                 self._centres.clear()
             self._centres[key] = cached
