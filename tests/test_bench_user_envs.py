@@ -15,8 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from gymnasium import spaces
 
+from sb3_safeq.bench.algorithms import AlgoSpec, get_algo
 from sb3_safeq.bench.cli import main
+from sb3_safeq.bench.hyperparams import HyperparamSources, fallback_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_ENVS = ROOT / "tests" / "user_envs"
@@ -128,18 +131,21 @@ def test_a_missing_entry_is_one_line_with_a_template(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--conf-file", "safeq"], "--conf-file 'safeq': expected ALGO=PATH"),
-        (["--conf-file", "safeq=nowhere.yml"], "the file nowhere.yml does not exist"),
-        (["--conf-file", "sac=HERE"], "no algorithm of this run is or reads 'sac'"),
-        (["--hyperparams-dir", "nowhere"], "--hyperparams-dir nowhere: no such folder"),
-        (["--gym-packages", "no_such_package"], "--gym-packages: cannot import 'no_such_package'"),
-        (["--algos", "sb3_safeq.bench.algorithms:ALGORITHMS"], "must be an AlgoSpec"),
-        (["--algos", "no_such_module:SPEC"], "cannot import 'no_such_module'"),
-        (["--algos", "nope"], "--algo-module MODULE"),
-        (
+        pytest.param(["--conf-file", "safeq"], "--conf-file 'safeq': expected ALGO=PATH", id="conf-file-no-equals"),
+        pytest.param(["--conf-file", "safeq=nowhere.yml"], "the file nowhere.yml does not exist", id="no-conf-file"),
+        pytest.param(["--conf-file", "sac=HERE"], "no algorithm of this run is or reads 'sac'", id="conf-file-algo"),
+        pytest.param(["--hyperparams-dir", "nowhere"], "--hyperparams-dir nowhere: no such folder", id="no-dir"),
+        pytest.param(
+            ["--gym-packages", "no_such_package"], "--gym-packages: cannot import 'no_such_package'", id="gym-package"
+        ),
+        pytest.param(["--algos", "sb3_safeq.bench.algorithms:ALGORITHMS"], "must be an AlgoSpec", id="not-a-spec"),
+        pytest.param(["--algos", "no_such_module:SPEC"], "cannot import 'no_such_module'", id="spec-module"),
+        pytest.param(["--algos", "nope"], "--algo-module MODULE", id="unknown-algo"),
+        pytest.param(
             ["--envs", "MyLavaGrid-v0"],
-            "Unknown environment 'MyLavaGrid-v0': if it is your own, pass the package that "
-            "registers it with --gym-packages",
+            "Unknown environment 'MyLavaGrid-v0': if it is your own, pass the package that registers it with "
+            "--gym-packages",
+            id="unknown-env",
         ),
     ],
 )
@@ -205,3 +211,20 @@ def run_script(cwd: Path, name: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, name], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=300
     )
+
+
+def test_defaults_for_an_environment_without_entry() -> None:
+    # The packaged entry of the bundled environment of the same action kind, not the library defaults.
+    sources = HyperparamSources()
+    discrete = (spaces.Discrete(5), spaces.Discrete(4))
+    box = (spaces.Box(-1.0, 1.0, (2,)), spaces.Box(-1.0, 1.0, (1,)))
+    dqn = fallback_entry(get_algo("dqn_shield"), sources, discrete)
+    assert dqn.origin == "defaults: dqn.yml entry SafeCliffWalking-v0"
+    assert dqn.entry["n_timesteps"] == 20_000 and dqn.entry["target_update_interval"] == 250
+    safeq = fallback_entry(get_algo("safeq"), sources, box)
+    assert safeq.entry["n_timesteps"] == 10_000 and safeq.entry["extraction"] == "reverse_kl"
+    dict_observations = (spaces.Dict({"position": box[0]}), box[1])
+    assert fallback_entry(get_algo("sac"), sources, dict_observations).entry["policy"] == "MultiInputPolicy"
+    # An algorithm of the user's without a packaged file: its constructor's defaults, for SafeSupportQ's budget.
+    mine = AlgoSpec("mine", "mine", "any", "sb3_safeq:SafeSupportQ")
+    assert fallback_entry(mine, sources, discrete).entry == {"n_timesteps": 20_000, "policy": "MlpPolicy"}

@@ -125,49 +125,6 @@ def action_kind(action_space: spaces.Space) -> str:
     return "discrete" if isinstance(action_space, spaces.Discrete) else "box"
 
 
-def fallback_entry(spec: "AlgoSpec", sources: HyperparamSources, env_spaces: tuple[spaces.Space, spaces.Space]) -> dict:
-    """
-    The hyperparameters of an algorithm on an environment no file has an entry for: the packaged entry of the
-    reference environment of the same action kind; for an algorithm without a packaged file (a user's own), its
-    constructor defaults with ``MlpPolicy`` and the reference budget. ``MlpPolicy`` becomes ``MultiInputPolicy`` for
-    Dict observations.
-
-    :param spec: the algorithm
-    :param sources: the hyperparameter files
-    :param env_spaces: the environment's observation and action spaces
-    :return: the entry (rl-zoo3 keys included), with the reference environment under ``"_reference"``
-    """
-    observation_space, action_space = env_spaces
-    reference = REFERENCE_ENVS[action_kind(action_space)]
-    packaged = Path(sources.packaged_dir)
-    entry: dict[str, Any] | None = None
-    for name in (spec.hyperparams, BUDGET_FILE):
-        path = packaged / f"{name}.yml"
-        if path.is_file() and _entry_key(path, reference) is not None:
-            found = _read_entry(path, reference)
-            entry = found if name == spec.hyperparams else {"n_timesteps": found["n_timesteps"]}
-            break
-    if entry is None:
-        raise BenchConfigError(f"No packaged entry for the reference environment {reference} in {packaged}.")
-    entry.setdefault("policy", "MlpPolicy")
-    if isinstance(observation_space, spaces.Dict) and entry["policy"] == "MlpPolicy":
-        entry["policy"] = "MultiInputPolicy"
-    entry["_reference"] = reference
-    return entry
-
-
-def entry_template(env_id: str, entry: dict[str, Any]) -> str:
-    """
-    :param env_id: the environment id
-    :param entry: the hyperparameters to suggest (the fallback entry)
-    :return: a one-line YAML entry to copy into a hyperparameter file (the keys the benchmark reads)
-    """
-    kept = {key: value for key, value in entry.items() if key == "n_timesteps" or key not in ZOO_KEYS}
-    kept.pop("_reference", None)
-    flow = yaml.safe_dump({env_id: kept}, default_flow_style=True, sort_keys=False, width=math.inf)
-    return flow.strip().removeprefix("{").removesuffix("}")
-
-
 @dataclass(frozen=True)
 class ResolvedEntry:
     """
@@ -179,6 +136,47 @@ class ResolvedEntry:
 
     entry: dict[str, Any]
     origin: str
+
+
+def fallback_entry(
+    spec: "AlgoSpec", sources: HyperparamSources, env_spaces: tuple[spaces.Space, spaces.Space]
+) -> ResolvedEntry:
+    """
+    The hyperparameters of an algorithm on an environment no file has an entry for: the packaged entry of the
+    reference environment of the same action kind; for an algorithm without a packaged file (a user's own), its
+    constructor defaults with ``MlpPolicy`` and the reference budget. ``MlpPolicy`` becomes ``MultiInputPolicy`` for
+    Dict observations.
+
+    :param spec: the algorithm
+    :param sources: the hyperparameter files
+    :param env_spaces: the environment's observation and action spaces
+    :return: the entry (rl-zoo3 keys included) and which defaults it is
+    """
+    observation_space, action_space = env_spaces
+    reference = REFERENCE_ENVS[action_kind(action_space)]
+    packaged = Path(sources.packaged_dir)
+    own = packaged / f"{spec.hyperparams}.yml"
+    if own.is_file() and _entry_key(own, reference) is not None:
+        entry = _read_entry(own, reference)
+        origin = f"defaults: {own.name} entry {reference}"
+    else:  # the constructor's defaults, trained as long as SafeSupportQ on the reference environment
+        entry = {"n_timesteps": _read_entry(packaged / f"{BUDGET_FILE}.yml", reference)["n_timesteps"]}
+        origin = f"defaults: the constructor's, {BUDGET_FILE}.yml budget of {reference}"
+    entry.setdefault("policy", "MlpPolicy")
+    if isinstance(observation_space, spaces.Dict) and entry["policy"] == "MlpPolicy":
+        entry["policy"] = "MultiInputPolicy"
+    return ResolvedEntry(entry, origin)
+
+
+def entry_template(env_id: str, entry: dict[str, Any]) -> str:
+    """
+    :param env_id: the environment id
+    :param entry: the hyperparameters to suggest (the fallback entry)
+    :return: a one-line YAML entry to copy into a hyperparameter file (the keys the benchmark reads)
+    """
+    kept = {key: value for key, value in entry.items() if key == "n_timesteps" or key not in ZOO_KEYS}
+    flow = yaml.safe_dump({env_id: kept}, default_flow_style=True, sort_keys=False, width=math.inf)
+    return flow.strip().removeprefix("{").removesuffix("}")
 
 
 def resolve_entry(
@@ -207,11 +205,10 @@ def resolve_entry(
     if user_given:
         raise BenchConfigError(
             f"{path} has no entry for {env_id} (nor a 'default' one), and the algorithm {spec.name} reads it. Add one, "
-            f"e.g. {entry_template(env_id, fallback)} (the settings the benchmark uses for an environment without "
-            "entry), or pass another file."
+            f"e.g. {entry_template(env_id, fallback.entry)} (the settings the benchmark uses for an environment "
+            "without entry), or pass another file."
         )
-    reference = fallback.pop("_reference")
-    return ResolvedEntry(fallback, f"defaults: {spec.hyperparams}.yml entry {reference} ({env_id} has none)")
+    return ResolvedEntry(fallback.entry, f"{fallback.origin} ({env_id} has none)")
 
 
 def make_env_spaces(env_id: str) -> tuple[spaces.Space, spaces.Space]:
