@@ -1,6 +1,7 @@
 """
 ``sb3-safeq bench`` (also ``python -m sb3_safeq.bench``): algorithms x environments x seeds in parallel processes,
-with the packaged rl-zoo3 hyperparameters, resumable results and a report.
+with the packaged rl-zoo3 hyperparameters (or yours: --conf-file, --hyperparams-dir), resumable results and a report.
+Your own environments: --gym-packages; your own algorithms: --algo-module (docs/benchmarks.md).
 
     sb3-safeq bench --quick
     sb3-safeq bench --envs SafeCliffWalking-v0 SafePointMass-v0 --seeds 5 --jobs 2 --out bench_results/full
@@ -87,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 5)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first seed")
     parser.add_argument(
-        "--steps", type=int, default=None, help="training steps of every run (default: the budget of the environment)"
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps of every run (default: the budget of the environment; without any entry for it, 20000 "
+        "for Discrete actions and 10000 for Box actions)",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="upper bound on the training steps")
     parser.add_argument(
