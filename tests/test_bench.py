@@ -11,12 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from sb3_safeq.bench import algorithms
 from sb3_safeq.bench.algorithms import (
     ALGORITHMS,
     DEFAULT_ALGOS,
     AlgoSpec,
     BehaviorAgent,
+    HyperparamSources,
     get_algo,
     load_hyperparams,
     step_budget,
@@ -177,17 +177,17 @@ def test_unregistered_variant_runs_in_worker(tmp_path: Path) -> None:
     assert [(row["algo"], row["train_unsafe_visits"]) for row in rows] == [("behavior_variant", "0")]
 
 
-def test_every_algorithm_gets_the_same_step_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_algorithm_gets_the_same_step_budget(tmp_path: Path) -> None:
     # Two files with different n_timesteps for one environment: by default both get safeq.yml's budget.
     entry = "{env}:\n  n_timesteps: {steps}\n  policy: MlpPolicy\n"
     (tmp_path / "safeq.yml").write_text(entry.format(env=ENV, steps=1234))
     (tmp_path / "dqn.yml").write_text(entry.format(env=ENV, steps=999) + entry.format(env="Other-v0", steps=7))
-    monkeypatch.setattr(algorithms, "HYPERPARAMS_DIR", tmp_path)
+    packaged = HyperparamSources(packaged_dir=str(tmp_path))
     dqn = get_algo("dqn")
-    assert step_budget(dqn, ENV) == step_budget(get_algo("safeq"), ENV) == 1234
-    assert step_budget(get_algo("behavior"), ENV) == 1234  # part of the run key of the untrained behavior too
-    assert step_budget(dqn, ENV, common=False) == 999
-    assert step_budget(dqn, "Other-v0") == 7  # no safeq entry: the algorithm's own
+    assert step_budget(dqn, ENV, sources=packaged) == step_budget(get_algo("safeq"), ENV, sources=packaged) == 1234
+    assert step_budget(get_algo("behavior"), ENV, sources=packaged) == 1234  # the run key of the behavior too
+    assert step_budget(dqn, ENV, common=False, sources=packaged) == 999
+    assert step_budget(dqn, "Other-v0", sources=packaged) == 7  # no safeq entry: the algorithm's own
 
 
 def test_a_new_budget_replaces_the_stale_row(tmp_path: Path) -> None:
@@ -284,13 +284,13 @@ def test_time_and_steps_to_90_percent_of_the_best_safe_return(tmp_path: Path) ->
     assert filled.loc["slow", "steps_to_90pct"] == 200 and filled.loc["slow", "time_to_90pct_s"] == 2.0
 
 
-def test_behavior_baseline_acts_out_the_configured_behavior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_behavior_baseline_acts_out_the_configured_behavior(tmp_path: Path) -> None:
     # A behavior given as an import path in safeq.yml (the form rl-zoo3 files can carry) is what "behavior" plays.
     (tmp_path / "safeq.yml").write_text(
         f"{ENV}:\n  n_timesteps: 100\n  policy: MlpPolicy\n  behavior: tests.test_bench:always_up_behavior\n"
     )
-    monkeypatch.setattr(algorithms, "HYPERPARAMS_DIR", tmp_path)
-    _, _, kwargs = load_hyperparams(get_algo("behavior"), ENV)
+    packaged = HyperparamSources(packaged_dir=str(tmp_path))
+    _, _, kwargs = load_hyperparams(get_algo("behavior"), ENV, packaged)
     agent = BehaviorAgent(gym_space_of(ENV), seed=0, behavior=kwargs["behavior"])
     masks = np.ones((5, 4), dtype=bool)
     actions, _ = agent.predict(np.arange(5), action_masks=masks)
@@ -299,7 +299,7 @@ def test_behavior_baseline_acts_out_the_configured_behavior(tmp_path: Path, monk
     with pytest.raises(ValueError, match="outside the safe mask"):
         agent.predict(np.arange(5), action_masks=masks)
     # Without an entry for the environment the behavior baseline still runs (uniform).
-    assert load_hyperparams(get_algo("behavior"), "SafePointMass-v0") == (0, 1, {})
+    assert load_hyperparams(get_algo("behavior"), "SafePointMass-v0", packaged) == (0, 1, {})
 
 
 def always_up_behavior(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:

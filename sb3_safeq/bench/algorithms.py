@@ -14,21 +14,16 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safeq import SafetyWrapper, make_support_kind
-from sb3_safeq.zoo.config import HYPERPARAMS_DIR, ZOO_KEYS, read_env_hyperparams
-from sb3_safeq.zoo.errors import ZooUsageError
+from sb3_safeq.bench.errors import BenchConfigError
+from sb3_safeq.bench.hyperparams import HyperparamSources, load_hyperparams, step_budget
 
 #: Action-space kinds an algorithm can run on.
 DISCRETE, BOX, ANY = "discrete", "box", "any"
 #: The support kind (``SupportKind.name``) of the environments each action-space kind runs on.
 SUPPORT_KIND_OF = {DISCRETE: "mask", BOX: "box"}
-
-
-class BenchConfigError(ValueError):
-    """A benchmark configuration that cannot run (unknown algorithm or environment, missing hyperparameters)."""
 
 
 @dataclass(frozen=True)
@@ -134,78 +129,36 @@ for _name, (_base, _kwargs) in BASELINE_VARIANTS.items():
 
 def get_algo(name: str) -> AlgoSpec:
     """
-    :param name: algorithm name
+    :param name: a registered algorithm's name, or ``"module:attribute"`` naming an :class:`AlgoSpec` of the user's
+        (the module is imported; registering the spec is not needed)
     :return: its spec
     """
+    if ":" in name:
+        return _spec_by_import_path(name)
     if name not in ALGORITHMS:
-        raise BenchConfigError(f"Unknown algorithm {name!r}: choose among {', '.join(ALGORITHMS)}.")
+        raise BenchConfigError(
+            f"Unknown algorithm {name!r}: choose among {', '.join(ALGORITHMS)}; register your own with "
+            "--algo-module MODULE (a module that calls register_algo) or name it as --algos MODULE:SPEC."
+        )
     return ALGORITHMS[name]
 
 
-def step_budget(spec: AlgoSpec, env_id: str, common: bool = True) -> int:
-    """
-    The number of training steps of an algorithm on an environment.
-
-    :param spec: the algorithm
-    :param env_id: the environment id
-    :param common: one budget for every algorithm: the ``n_timesteps`` of the environment's entry in
-        ``hyperparams/safeq.yml`` (falls back to the algorithm's own file when safeq.yml has no entry for it), so that
-        the comparison is at equal numbers of environment steps; False: each algorithm's own ``n_timesteps``
-    :return: the budget (the common one also for the untrained behavior policy, which makes it part of the run key)
-    """
-    if common:
-        try:
-            entry = read_env_hyperparams(HYPERPARAMS_DIR / "safeq.yml", env_id)
-        except ZooUsageError:
-            entry = None
-        if entry is not None:
-            return int(entry["n_timesteps"])
-    return load_hyperparams(spec, env_id)[0]
-
-
-def _schedule(value: Any) -> Any:
-    # rl-zoo3's "lin_<initial value>" schedules.
-    if isinstance(value, str) and value.startswith("lin_"):
-        return LinearSchedule(float(value[4:]), 0.0, 1.0)
-    return value
-
-
-def load_hyperparams(spec: AlgoSpec, env_id: str) -> tuple[int, int, dict[str, Any]]:
-    """
-    Read the environment's entry of the algorithm's hyperparameter file, as rl-zoo3 would.
-
-    String ``*_kwargs`` values are evaluated (``dict(net_arch=[64, 64])``), ``lin_<x>`` schedules become linear
-    schedules, the rl-zoo3-only keys are dropped (the benchmark adds the safety wrapper itself).
-
-    :param spec: the algorithm
-    :param env_id: the environment id
-    :return: ``(n_timesteps, n_envs, constructor kwargs)``
-    """
-    if spec.hyperparams is None:
-        return 0, 1, {}
-    path = HYPERPARAMS_DIR / f"{spec.hyperparams}.yml"
+def _spec_by_import_path(path: str) -> AlgoSpec:
+    module_name, _, attribute = path.partition(":")
     try:
-        entry = read_env_hyperparams(path, env_id)
-    except ZooUsageError as error:
-        if spec.class_path is None:  # an untrained policy only reads options there: the defaults will do
-            return 0, 1, dict(spec.extra_kwargs)
-        raise BenchConfigError(str(error)) from error
-    assert entry is not None
-    if entry.get("normalize"):
-        raise BenchConfigError(f"{path}: entry {env_id}: 'normalize' is not supported by the benchmark.")
-    kwargs: dict[str, Any] = {}
-    for key, value in entry.items():
-        if key in ZOO_KEYS:
-            continue
-        if key.endswith("_kwargs") and isinstance(value, str):
-            value = eval(value, {"th": th, "nn": th.nn, "np": np})  # rl-zoo3 evaluates these strings too
-        elif key in ("learning_rate", "clip_range"):
-            value = _schedule(value)
-        elif key == "train_freq" and isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    kwargs.update(spec.extra_kwargs)
-    return int(entry["n_timesteps"]), int(entry.get("n_envs", 1)), kwargs
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BenchConfigError(
+            f"--algos {path}: cannot import {module_name!r} ({type(error).__name__}: {error}); install it, or add the "
+            "folder that holds it to PYTHONPATH."
+        ) from error
+    spec = getattr(module, attribute, None)
+    if not isinstance(spec, AlgoSpec):
+        raise BenchConfigError(
+            f"--algos {path}: {module_name}.{attribute} must be an AlgoSpec (sb3_safeq.bench.algorithms.AlgoSpec), "
+            f"got {type(spec).__name__}."
+        )
+    return spec
 
 
 class BehaviorAgent:
@@ -285,7 +238,10 @@ def env_action_space(env_id: str) -> spaces.Space:
     """
     if env_id not in gym.envs.registry:
         safe = sorted(name for name in gym.envs.registry if name.startswith("Safe"))
-        raise BenchConfigError(f"Unknown environment {env_id!r}; the bundled safe environments are: {', '.join(safe)}.")
+        raise BenchConfigError(
+            f"Unknown environment {env_id!r}: if it is your own, pass the package that registers it with "
+            f"--gym-packages (e.g. --gym-packages my_envs); the bundled safe environments are: {', '.join(safe)}."
+        )
 
     env = gym.make(env_id)
     try:
@@ -295,3 +251,22 @@ def env_action_space(env_id: str) -> spaces.Space:
     finally:
         env.close()
     return env.action_space
+
+
+__all__ = [
+    "ALGORITHMS",
+    "ANY",
+    "BOX",
+    "DEFAULT_ALGOS",
+    "DISCRETE",
+    "AlgoSpec",
+    "BehaviorAgent",
+    "BenchConfigError",
+    "HyperparamSources",
+    "current_supports",
+    "env_action_space",
+    "get_algo",
+    "load_hyperparams",
+    "register_algo",
+    "step_budget",
+]

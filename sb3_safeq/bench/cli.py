@@ -1,9 +1,11 @@
 """
 ``sb3-safeq bench`` (also ``python -m sb3_safeq.bench``): algorithms x environments x seeds in parallel processes,
-with the packaged rl-zoo3 hyperparameters, resumable results and a report.
+with the packaged rl-zoo3 hyperparameters (or yours: --conf-file, --hyperparams-dir), resumable results and a report.
+Your own environments: --gym-packages; your own algorithms: --algo-module (docs/benchmarks.md).
 
     sb3-safeq bench --quick
     sb3-safeq bench --envs SafeCliffWalking-v0 SafePointMass-v0 --seeds 5 --jobs 2 --out bench_results/full
+    sb3-safeq bench --gym-packages my_envs --envs MyEnv-v0 --algos safeq dqn_shield ppo_mask --hyperparams-dir my_hp
 """
 
 import argparse
@@ -11,17 +13,22 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sb3_safeq.bench.algorithms import (
-    ALGORITHMS,
-    DEFAULT_ALGOS,
-    BenchConfigError,
-    env_action_space,
-    get_algo,
+from sb3_safeq.bench.algorithms import ALGORITHMS, DEFAULT_ALGOS, AlgoSpec, env_action_space, get_algo
+from sb3_safeq.bench.errors import BenchConfigError
+from sb3_safeq.bench.hyperparams import (
+    HyperparamSources,
+    make_env_spaces,
+    parse_conf_files,
+    resolve_entry,
     step_budget,
 )
+from sb3_safeq.bench.imports import import_user_modules
 from sb3_safeq.bench.provenance import record_invocation
-from sb3_safeq.bench.runner import RunTask, read_rows, row_key, run_benchmark
+from sb3_safeq.bench.runner import RunTask, importing_callers_script, read_rows, row_key, run_benchmark
+from sb3_safeq.zoo.config import check_hyperparameter_names
+from sb3_safeq.zoo.errors import ZooUsageError
 
 #: Default environments (every bundled safe environment).
 DEFAULT_ENVS = (
@@ -53,10 +60,39 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"algorithms (default: {' '.join(DEFAULT_ALGOS)}); all: {' '.join(ALGORITHMS)}",
     )
     parser.add_argument("--envs", nargs="+", default=None, help="environment ids (default: the bundled safe ones)")
+    parser.add_argument(
+        "--gym-packages",
+        nargs="+",
+        default=[],
+        help="packages to import (here and in every run process) for their environment registrations, as rl-zoo3",
+    )
+    parser.add_argument(
+        "--conf-file",
+        nargs="+",
+        default=[],
+        metavar="ALGO=PATH",
+        help="your hyperparameter file (rl-zoo3 format) for an algorithm, or the file it reads (dqn: dqn_shield too)",
+    )
+    parser.add_argument(
+        "--hyperparams-dir",
+        type=Path,
+        default=None,
+        help="a folder of <algo>.yml hyperparameter files (rl-zoo3 format) read before the packaged ones",
+    )
+    parser.add_argument(
+        "--algo-module",
+        nargs="+",
+        default=[],
+        help="modules to import for their register_algo calls (your algorithms and variants)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 5)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first seed")
     parser.add_argument(
-        "--steps", type=int, default=None, help="training steps of every run (default: the budget of the environment)"
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps of every run (default: the budget of the environment; without any entry for it, 20000 "
+        "for Discrete actions and 10000 for Box actions)",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="upper bound on the training steps")
     parser.add_argument(
@@ -88,7 +124,14 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
     :param args: the parsed command line (after the ``--quick`` preset)
     :return: the runs (algorithm x environment x seed, where the algorithm fits the action space)
     """
+    import_user_modules(args.gym_packages, "--gym-packages")
+    import_user_modules(args.algo_module, "--algo-module")
     specs = [get_algo(name) for name in args.algos]
+    sources = HyperparamSources(
+        conf_files=parse_conf_files(args.conf_file),
+        hyperparams_dir=None if args.hyperparams_dir is None else str(args.hyperparams_dir),
+    )
+    _check_sources(sources, specs)
     numbers = [("--seeds", args.seeds), ("--jobs", args.jobs), ("--eval-episodes", args.eval_episodes)]
     numbers += [
         (name, value) for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps)) if value is not None
@@ -99,10 +142,16 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
     tasks = []
     for env_id in args.envs:
         action_space = env_action_space(env_id)
+        env_spaces = make_env_spaces(env_id)
         for spec in specs:
             if not spec.runs_on(action_space):
                 continue
-            budget = args.steps if args.steps is not None else step_budget(spec, env_id, not args.own_budgets)
+            _check_hyperparameters(spec, env_id, sources, env_spaces)  # here, not in a run process after minutes
+            budget = (
+                args.steps
+                if args.steps is not None
+                else step_budget(spec, env_id, not args.own_budgets, sources, env_spaces)
+            )
             if args.max_steps is not None:
                 budget = min(budget, args.max_steps)
             for seed in range(args.seed_offset, args.seed_offset + args.seeds):
@@ -118,11 +167,58 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
                         curve_episodes=args.curve_episodes,
                         calib_episodes=args.calib_episodes,
                         spec=spec,
+                        gym_packages=tuple(args.gym_packages),
+                        sources=sources,
                     )
                 )
     if not tasks:
         raise BenchConfigError(f"No run: none of the algorithms {args.algos} fits the environments {args.envs}.")
     return tasks
+
+
+def _check_sources(sources: HyperparamSources, specs: list[AlgoSpec]) -> None:
+    """
+    :param sources: the user's hyperparameter files
+    :param specs: the algorithms to run
+    :raises BenchConfigError: a ``--conf-file`` for no algorithm of the run, or a ``--hyperparams-dir`` that is not a
+        folder
+    """
+    if sources.hyperparams_dir is not None and not Path(sources.hyperparams_dir).is_dir():
+        raise BenchConfigError(f"--hyperparams-dir {sources.hyperparams_dir}: no such folder.")
+    known = {spec.name for spec in specs} | {spec.hyperparams for spec in specs if spec.hyperparams is not None}
+    for algo in sources.conf_files:
+        if algo not in known:
+            raise BenchConfigError(
+                f"--conf-file {algo}=...: no algorithm of this run is or reads {algo!r}; the files they read: "
+                f"{', '.join(sorted(known))}."
+            )
+
+
+def _check_hyperparameters(
+    spec: AlgoSpec, env_id: str, sources: HyperparamSources, env_spaces: tuple[Any, Any]
+) -> None:
+    """
+    Find the algorithm's entry for the environment and check its names against the constructor, so that a missing
+    entry or a misspelt hyperparameter is one line now.
+
+    :param spec: the algorithm
+    :param env_id: the environment id
+    :param sources: the user's hyperparameter files
+    :param env_spaces: the environment's observation and action spaces
+    """
+    if spec.hyperparams is None or spec.class_path is None:
+        return
+    resolved = resolve_entry(spec, env_id, sources, env_spaces)
+    assert resolved is not None  # a trained algorithm always gets an entry (its file's, or the defaults)
+    try:
+        algo_class = spec.load_class()
+    except (ImportError, AttributeError) as error:
+        raise BenchConfigError(f"The algorithm {spec.name}: cannot load {spec.class_path} ({error}).") from error
+    names = [*resolved.entry, *spec.extra_kwargs]
+    try:
+        check_hyperparameter_names(names, spec.name, algo_class, f"{resolved.origin} for {spec.name}")
+    except ZooUsageError as error:
+        raise BenchConfigError(str(error)) from error
 
 
 def acquire_folder_lock(out_dir: Path) -> Path:
@@ -160,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     Run the benchmark and write its report.
 
     :param argv: the command-line arguments (default: ``sys.argv[1:]``)
-    :return: the exit code: 0 on success, 2 on a configuration error, 1 when runs failed
+    :return: the exit code: 0 on success, 2 on a configuration error, 1 when runs failed; 0 at once in a run process
+        that imports the calling script again (a script without ``if __name__ == "__main__":``)
     """
+    if importing_callers_script():
+        return 0
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw_argv)
     if args.quick:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_safeq import SafeSupportQ
-from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo, load_hyperparams
+from sb3_safeq.bench.algorithms import AlgoSpec, BehaviorAgent, get_algo
 from sb3_safeq.bench.calibration import (
     complete_horizon,
     evaluate_calibration,
@@ -32,6 +33,8 @@ from sb3_safeq.bench.calibration import (
     q_value_fn,
     tabular_q_error,
 )
+from sb3_safeq.bench.hyperparams import HyperparamSources, load_hyperparams, resolve_entry
+from sb3_safeq.bench.imports import import_user_modules
 from sb3_safeq.bench.induced import induced_predict_fn
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from sb3_safeq.common.wrappers import SafetyCounters, SafetyWrapper
@@ -95,6 +98,9 @@ class RunTask:
     :param calib_episodes: episodes of the calibration
     :param spec: the algorithm (default: the registered one named ``algo``); carried to the worker process, so that
         variants registered in the parent process only also run
+    :param gym_packages: packages the run process imports first, for their environment registrations
+        (``--gym-packages``)
+    :param sources: the user's hyperparameter files (None: the packaged ones)
     """
 
     algo: str
@@ -107,6 +113,8 @@ class RunTask:
     curve_episodes: int = 3
     calib_episodes: int = 5
     spec: AlgoSpec | None = None
+    gym_packages: tuple[str, ...] = ()
+    sources: HyperparamSources | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -207,8 +215,9 @@ def run_one(task: RunTask) -> dict[str, Any]:
 
     th.set_num_threads(1)
     start = time.perf_counter()
+    import_user_modules(task.gym_packages, "--gym-packages")  # a fresh process: the registrations are not here yet
     spec = task.spec if task.spec is not None else get_algo(task.algo)
-    n_timesteps, n_envs, kwargs = load_hyperparams(spec, task.env)
+    n_timesteps, n_envs, kwargs = load_hyperparams(spec, task.env, task.sources)
     if task.steps is not None:
         n_timesteps = task.steps
     train_env, wrappers = make_env(task.env, task.seed, spec.shield, n_envs)
@@ -305,11 +314,36 @@ def run_one(task: RunTask) -> dict[str, Any]:
     task.curve_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "task": asdict(task),
+        "hyperparameters": hyperparameter_record(spec, task, kwargs, model),
         "curve": curve,
         "calibration": {"q_hat": calibration["q_hat"], "mc_return": calibration["mc_return"]},
     }
     task.curve_path.write_text(json.dumps(payload, default=repr))
     return row
+
+
+def hyperparameter_record(spec: AlgoSpec, task: RunTask, kwargs: dict[str, Any], model: Any) -> dict[str, Any]:
+    """
+    What a run was configured with, for its JSON record: where the entry came from, the constructor arguments, and
+    the value the model holds for each plain one (so that a user's file can be checked to have reached the model).
+
+    :param spec: the algorithm
+    :param task: the run
+    :param kwargs: the constructor arguments it got
+    :param model: the trained model (or the behavior agent)
+    :return: ``{"origin", "kwargs", "model"}``
+    """
+    resolved = None if spec.hyperparams is None else resolve_entry(spec, task.env, task.sources or HyperparamSources())
+    plain = (bool, int, float, str)
+    return {
+        "origin": "none (not trained)" if resolved is None else resolved.origin,
+        "kwargs": {key: value if isinstance(value, plain) else repr(value) for key, value in kwargs.items()},
+        "model": {
+            key: getattr(model, key)
+            for key, value in kwargs.items()
+            if isinstance(value, plain) and isinstance(getattr(model, key, None), plain)
+        },
+    }
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -393,6 +427,17 @@ def _stopping_workers_on_exit(pool: ProcessPoolExecutor) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def importing_callers_script() -> bool:
+    """
+    :return: whether this process is a run process still importing the script that started the benchmark. The run
+        processes start fresh (``forkserver``, like ``spawn``) and import the caller's main script again before their
+        run, as every such ``multiprocessing`` pool does: a script that calls the benchmark at its top level, without
+        ``if __name__ == "__main__":``, calls it again there, where it must do nothing.
+    """
+    # The flag multiprocessing itself reads to refuse starting processes from a child that is still being prepared.
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def run_benchmark(
     tasks: list[RunTask],
     out_dir: Path,
@@ -409,8 +454,11 @@ def run_benchmark(
     :param jobs: parallel processes
     :param progress: show a progress bar
     :param log: where to write progress messages
-    :return: all the rows of ``runs.csv`` (finished before or now)
+    :return: all the rows of ``runs.csv`` (finished before or now); nothing in a run process importing the caller's
+        script (see :func:`importing_callers_script`)
     """
+    if importing_callers_script():
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     runs_csv = out_dir / "runs.csv"
     previous = read_rows(runs_csv)
@@ -450,6 +498,12 @@ def run_benchmark(
                     task = pending.pop(future)
                     try:
                         append_row(runs_csv, future.result())
+                    except BrokenProcessPool:
+                        failures.append(
+                            f"{task.algo} on {task.env} (seed {task.seed}): its process ended without a result "
+                            "(killed, e.g. out of memory, or it exited while importing the calling script: a script "
+                            'that ends with sys.exit(main(...)) needs `if __name__ == "__main__":` around it)'
+                        )
                     except Exception as error:  # a failed run is reported, the others go on
                         failures.append(f"{task.algo} on {task.env} (seed {task.seed}): {error!r}")
                     bar.update(1)
@@ -462,4 +516,13 @@ def run_benchmark(
     return read_rows(runs_csv)
 
 
-__all__ = ["COLUMNS", "LearningCurveCallback", "RunTask", "make_env", "run_benchmark", "run_one"]
+__all__ = [
+    "COLUMNS",
+    "LearningCurveCallback",
+    "RunTask",
+    "hyperparameter_record",
+    "importing_callers_script",
+    "make_env",
+    "run_benchmark",
+    "run_one",
+]
