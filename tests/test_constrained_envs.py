@@ -14,6 +14,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from sb3_safeq import SafetyWrapper
 from sb3_safeq.common.supports import polytope_utils as pu
 from sb3_safeq.envs import (
     SAFE_CONSTRAINED_ENV_IDS,
@@ -325,3 +326,27 @@ def test_inner_box_is_clearly_smaller_and_the_best_action_is_often_on_a_slanted_
     assert len(ratios) > 20
     assert 0.0 < np.mean(ratios) < 0.8 and max(ratios) <= 1.0 + 1e-9
     assert on_face / with_rows > 0.3
+
+
+def test_an_empty_polytope_gives_an_empty_box_the_box_support_accepts() -> None:
+    # Unsafe states (reached only by acting outside the polytope, e.g. the head evaluated without its support) may have
+    # no safe action: the inner box must then say so as boxes do (low > high, finite), not with infinities.
+    env = gym.make("SafeObstacleDoubleIntegrator-v0", support="box")
+    unwrapped = env.unwrapped
+    low, high = space_bounds(env)
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(400):
+        x, y = unwrapped.obstacles[0][:2] + rng.uniform(-0.6, 0.6, size=2)
+        velocity = rng.uniform(-unwrapped.max_speed, unwrapped.max_speed, size=2)
+        env.reset(seed=0, options={"state": (x, y, *velocity)})
+        if not pu.chebyshev_center(*unwrapped.safe_action_constraints(), low, high).is_empty():
+            continue
+        found += 1
+        box_low, box_high = unwrapped.safe_action_bounds()
+        assert np.all(np.isfinite(box_low)) and np.all(np.isfinite(box_high)) and np.any(box_low > box_high)
+        stored = SafetyWrapper(gym.make("SafeObstacleDoubleIntegrator-v0", support="box")).support_kind.validate(
+            (box_low, box_high), "test"
+        )
+        assert SafetyWrapper(env).support_kind.empty(stored[None])[0]
+    assert found > 0

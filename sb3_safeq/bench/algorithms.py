@@ -20,10 +20,11 @@ from sb3_safeq import SafetyWrapper, make_support_kind
 from sb3_safeq.bench.errors import BenchConfigError
 from sb3_safeq.bench.hyperparams import HyperparamSources, load_hyperparams, step_budget
 
-#: Action-space kinds an algorithm can run on.
-DISCRETE, BOX, ANY = "discrete", "box", "any"
-#: The support kind (``SupportKind.name``) of the environments each action-space kind runs on.
-SUPPORT_KIND_OF = {DISCRETE: "mask", BOX: "box"}
+#: Action-space kinds an algorithm can run on: Discrete actions, Box actions (whatever their safe set: a box or a
+#: polytope), Box actions whose safe set is a polytope (``ConstrainedBox``), or any.
+DISCRETE, BOX, CONSTRAINED, ANY = "discrete", "box", "constrained", "any"
+#: The support kinds (``SupportKind.name``) of the environments each action-space kind runs on.
+SUPPORT_KIND_OF = {DISCRETE: ("mask",), BOX: ("box", "polytope"), CONSTRAINED: ("polytope",)}
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,13 @@ class AlgoSpec:
 
     :param name: the name in the ``algo`` column and on the command line
     :param hyperparams: the hyperparameter file to read (``hyperparams/<hyperparams>.yml``); None: no training
-    :param action_kind: ``"discrete"``, ``"box"`` or ``"any"``: the environments it runs on
+    :param action_kind: ``"discrete"``, ``"box"``, ``"constrained"`` or ``"any"``: the environments it runs on
     :param class_path: ``"module:Class"`` of the algorithm (None for the behavior policy)
     :param shield: train and evaluate behind ``SafetyWrapper(shield=True)``
     :param use_support: pass the safe support (masks / boxes) to ``predict`` at evaluation
     :param extra_kwargs: constructor arguments added to (and overriding) the hyperparameter file's
+    :param env_kwargs: keyword arguments of ``gym.make`` for its environments (e.g. ``{"support": "box"}``: the
+        constrained environments' largest inner box instead of their polytope)
     """
 
     name: str
@@ -47,6 +50,7 @@ class AlgoSpec:
     shield: bool = False
     use_support: bool = False
     extra_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def runs_on(self, action_space: spaces.Space) -> bool:
         """
@@ -55,7 +59,7 @@ class AlgoSpec:
         """
         if self.action_kind == ANY:
             return True
-        return make_support_kind(action_space).name == SUPPORT_KIND_OF[self.action_kind]
+        return make_support_kind(action_space).name in SUPPORT_KIND_OF[self.action_kind]
 
     def load_class(self) -> type:
         """:return: the algorithm class"""
@@ -126,6 +130,21 @@ BASELINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 for _name, (_base, _kwargs) in BASELINE_VARIANTS.items():
     register_algo(replace(ALGORITHMS[_base], name=_name, extra_kwargs=_kwargs))
 
+# On the constrained environments (a polytope of safe actions per state, from control barrier functions): SafeSupportQ
+# with the largest box inside each polytope as its support, on the same dynamics (the environment's support="box").
+# SAC and SAC behind the SafetyWrapper's shield (for a polytope: the Euclidean projection onto it, a CBF-QP safety
+# filter) run there as registered above.
+register_algo(
+    AlgoSpec(
+        "safeq_inner_box",
+        "safeq",
+        CONSTRAINED,
+        "sb3_safeq:SafeSupportQ",
+        use_support=True,
+        env_kwargs={"support": "box"},
+    )
+)
+
 
 def get_algo(name: str) -> AlgoSpec:
     """
@@ -190,6 +209,7 @@ class BehaviorAgent:
         deterministic: bool = False,
         action_masks: np.ndarray | None = None,
         safe_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+        safe_constraints: Any = None,
     ) -> tuple[np.ndarray, None]:
         """
         Draw actions from the behavior policy (always stochastic: it is the behavior's nature).
@@ -200,10 +220,13 @@ class BehaviorAgent:
         :param deterministic: unused
         :param action_masks: Discrete actions: the safe masks, shape ``(n_envs, n_actions)``
         :param safe_bounds: Box actions: ``(low, high)``, each of shape ``(n_envs, action_dim)``
+        :param safe_constraints: ``ConstrainedBox`` actions: one ``(A, b)`` per environment
         :return: the actions and None
         """
         kind = self.support_kind
-        supports = kind.pick_predict_argument(action_masks=action_masks, safe_bounds=safe_bounds)
+        supports = kind.pick_predict_argument(
+            action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
+        )
         if supports is None:
             raise ValueError(f"The behavior policy needs the safe supports ({kind.predict_keyword}=).")
         observations = _as_batch_tensor(observation)

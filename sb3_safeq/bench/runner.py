@@ -128,7 +128,12 @@ class RunTask:
 
 
 def make_env(
-    env_id: str, seed: int, shield: bool, n_envs: int = 1, max_episode_steps: int | None = None
+    env_id: str,
+    seed: int,
+    shield: bool,
+    n_envs: int = 1,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[DummyVecEnv, list[SafetyWrapper]]:
     """
     :param env_id: environment id
@@ -136,12 +141,15 @@ def make_env(
     :param shield: shield the actions (:class:`SafetyWrapper` ``shield=True``)
     :param n_envs: number of sub-environments
     :param max_episode_steps: another time limit than the registered one (None: the registered one)
+    :param env_kwargs: keyword arguments of ``gym.make`` (the algorithm's ``AlgoSpec.env_kwargs``)
     :return: a VecEnv of ``Monitor(SafetyWrapper(env))`` and the safety wrappers (their counters)
     """
     wrappers: list[SafetyWrapper] = []
 
     def factory() -> gym.Env:
-        wrapper = SafetyWrapper(gym.make(env_id, max_episode_steps=max_episode_steps), shield=shield)
+        wrapper = SafetyWrapper(
+            gym.make(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {})), shield=shield
+        )
         wrappers.append(wrapper)
         return Monitor(wrapper)
 
@@ -220,8 +228,8 @@ def run_one(task: RunTask) -> dict[str, Any]:
     n_timesteps, n_envs, kwargs = load_hyperparams(spec, task.env, task.sources)
     if task.steps is not None:
         n_timesteps = task.steps
-    train_env, wrappers = make_env(task.env, task.seed, spec.shield, n_envs)
-    eval_env, _ = make_env(task.env, task.seed + 10_000, spec.shield)
+    train_env, wrappers = make_env(task.env, task.seed, spec.shield, n_envs, env_kwargs=spec.env_kwargs)
+    eval_env, _ = make_env(task.env, task.seed + 10_000, spec.shield, env_kwargs=spec.env_kwargs)
 
     def evaluate(model: Any, episodes: int, use_support: bool = spec.use_support, predict_fn: Any = None) -> Any:
         return evaluate_safe_policy(
@@ -270,7 +278,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
         fps=n_timesteps / learn_time if learn_time > 0 else np.nan,
     )
     if isinstance(model, SafeSupportQ):  # safeq and its variants
-        leak_env, leak_wrappers = make_env(task.env, task.seed + 20_000, shield=False)
+        leak_env, leak_wrappers = make_env(task.env, task.seed + 20_000, shield=False, env_kwargs=spec.env_kwargs)
         unmasked = evaluate_safe_policy(model, leak_env, n_eval_episodes=task.eval_episodes, use_masks=False)
         leak = total_counters(leak_wrappers)
         row["eval_return_unmasked"] = unmasked.mean_return
@@ -282,7 +290,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
             row["eval_return_induced"] = evaluate(
                 model, task.eval_episodes, use_support=True, predict_fn=induced
             ).mean_return
-    calib_env, _ = make_env(task.env, task.seed + 30_000, spec.shield)
+    calib_env, _ = make_env(task.env, task.seed + 30_000, spec.shield, env_kwargs=spec.env_kwargs)
     calibration = evaluate_calibration(
         model, calib_env, task.calib_episodes, use_support=spec.use_support, return_pairs=True
     )
@@ -292,7 +300,9 @@ def run_one(task: RunTask) -> dict[str, Any]:
         # The same policy under a longer time limit, scored only where the missing tail weighs <= 5%: the critic
         # estimates untruncated values (SB3 bootstraps at time limits), which truncated returns would miss the tail of.
         long_env_steps = complete_horizon(horizon, float(model.gamma), COMPLETE_TAIL_TOLERANCE)
-        long_env, _ = make_env(task.env, task.seed + 40_000, spec.shield, max_episode_steps=long_env_steps)
+        long_env, _ = make_env(
+            task.env, task.seed + 40_000, spec.shield, max_episode_steps=long_env_steps, env_kwargs=spec.env_kwargs
+        )
         complete = evaluate_calibration(
             model, long_env, task.calib_episodes, use_support=spec.use_support, tail_tolerance=COMPLETE_TAIL_TOLERANCE
         )
@@ -303,7 +313,13 @@ def run_one(task: RunTask) -> dict[str, Any]:
         )
         if isinstance(model, SafeSupportQ):
             # Its critic estimates the soft value of pi_Q: scored against soft returns of pi_Q, complete as above.
-            soft_env, _ = make_env(task.env, task.seed + 50_000, spec.shield, max_episode_steps=long_env_steps)
+            soft_env, _ = make_env(
+                task.env,
+                task.seed + 50_000,
+                spec.shield,
+                max_episode_steps=long_env_steps,
+                env_kwargs=spec.env_kwargs,
+            )
             soft = evaluate_soft_calibration(
                 model, soft_env, task.calib_episodes, tail_tolerance=COMPLETE_TAIL_TOLERANCE
             )

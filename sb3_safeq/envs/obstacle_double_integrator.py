@@ -16,7 +16,7 @@ from sb3_safeq.common.supports.constrained_box import ConstrainedBox
 from sb3_safeq.common.supports.polytope_utils import largest_inner_box
 from sb3_safeq.envs._constrained import as_disc, as_point, rows_cutting_box
 from sb3_safeq.envs._render import BLUE, GREEN, RED, blank_canvas, fill_disc
-from sb3_safeq.envs.point_mass import Disc, float32_box_inside
+from sb3_safeq.envs.point_mass import Disc, empty_box, float32_box_inside
 
 # Two obstacles sit across the straight line from the start to the goal, each a little off it so that the two ways
 # around differ; two more bound the detours. Every pair is farther apart than the sum of their influence radii (see
@@ -363,7 +363,10 @@ class SafeObstacleDoubleIntegratorEnv(gym.Env[np.ndarray, np.ndarray]):
         if key != self._bounds_key:
             matrix, offsets = self.safe_action_constraints()
             low, high = largest_inner_box(matrix, offsets, self.action_space.low, self.action_space.high)
-            self._bounds = float32_box_inside(low, high)
+            # An empty polytope (reachable only by leaving it) is signalled as the box support expects: low > high,
+            # inside the action space (largest_inner_box says it with infinities).
+            empty = not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
+            self._bounds = empty_box(self.action_space) if empty else float32_box_inside(low, high)
             self._bounds_key = key
         return self._bounds[0].copy(), self._bounds[1].copy()
 
