@@ -73,8 +73,8 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
         if log_interval is not None and log_interval < 1:
             raise ValueError(f"log_interval must be >= 1 or None, got {log_interval!r}.")
         buffer = self.replay_buffer
-        check_fillable(buffer)
         if dataset is not None:
+            check_fillable(buffer)  # before reading a dataset that could not be written
             fill_replay_buffer(buffer, load_offline_dataset(dataset, self.support_kind, self.observation_space))
         assert buffer is not None
         if buffer.size() == 0:
