@@ -13,7 +13,7 @@ from sb3_safeq.safeq.arguments import InvalidArgumentError
 from sb3_safeq.zoo.cli import COMMANDS as ZOO_COMMANDS
 from sb3_safeq.zoo.errors import ZooUsageError
 
-USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record} [options]
+USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record,collect} [options]
 
   sb3-safeq train [rl-zoo3 train options]   rl-zoo3's training script with safeq (SafeSupportQ) and ppo_mask
                                             (MaskablePPO) and the packaged hyperparameters
@@ -23,9 +23,13 @@ USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record} [options]
   sb3-safeq safety-record CHECKPOINT MONITOR...
                                             a checkpoint's safety counters completed with the episodes its run
                                             logged in monitor.csv after it (e.g. after a crash)
+  sb3-safeq collect --env ID --steps N --dataset-id ID [--behavior B]
+                                            log a safe behavior into a local Minari dataset with supports and
+                                            costs, for SafeSupportQ.learn_offline
 
 'sb3-safeq <command> -h' lists a command's options. train and enjoy need
-pip install "sb3-safeq[zoo]", bench needs pip install "sb3-safeq[bench]"."""
+pip install "sb3-safeq[zoo]", bench needs pip install "sb3-safeq[bench]", collect needs
+pip install "sb3-safeq[offline]"."""
 
 #: Sub-command -> the function that runs it, imported on use, so that ``sb3-safeq --help`` stays fast.
 COMMANDS: dict[str, Command] = {
@@ -33,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "bench": BENCH_COMMAND,
     # No extra: the package's own requirements suffice.
     "safety-record": Command("sb3_safeq.safety_record_cli:main", extra=""),
+    "collect": Command("sb3_safeq.collect_cli:main", extra="offline", requires=("minari",)),
 }
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "zoo": ("rl_zoo3", "huggingface_sb3", "optuna", "yaml", "pandas", "requests"),
     "bench": ("yaml", "pandas", "scipy", "matplotlib"),
+    "offline": ("minari",),
 }
 
 #: Exit code of a command whose extra is not installed (2 is a usage error, as argparse's).

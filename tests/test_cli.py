@@ -26,11 +26,12 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_help_and_unknown_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.strip() == USAGE
-    assert set(COMMANDS) == {"train", "enjoy", "bench", "safety-record"}
+    assert set(COMMANDS) == {"train", "enjoy", "bench", "safety-record", "collect"}
     assert main([]) == 2
     assert "no command given" in capsys.readouterr().err
     assert main(["bnech"]) == 2
-    assert "unknown command 'bnech': choose one of train, enjoy, bench, safety-record." in capsys.readouterr().err
+    choices = "choose one of train, enjoy, bench, safety-record, collect."
+    assert f"unknown command 'bnech': {choices}" in capsys.readouterr().err
 
 
 def test_the_zoo_entry_point_knows_only_train_and_enjoy(capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,6 +42,7 @@ PROVIDERS = {
     "requests": "requests",
     "scipy": "scipy",
     "matplotlib": "matplotlib",
+    "minari": "minari",
 }
 
 

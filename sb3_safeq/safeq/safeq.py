@@ -24,14 +24,14 @@ from sb3_safeq.common.supports.factory import SUPPORTED_ACTION_SPACES, make_supp
 from sb3_safeq.common.wrappers import SafetyCounters
 from sb3_safeq.safeq.arguments import check_arguments
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
-from sb3_safeq.safeq.collection import SupportCollectingAlgorithm
+from sb3_safeq.safeq.offline_training import OfflineTrainingAlgorithm
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy, observation_batch
 from sb3_safeq.safeq.policy_variants import resolve_policy_class
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
 
 
-class SafeSupportQ(SupportCollectingAlgorithm):
+class SafeSupportQ(OfflineTrainingAlgorithm):
     """
     Safe-Support Q-Learning (SSQL): learning without unsafe exploration.
 
