@@ -48,6 +48,19 @@ from sb3_safeq.common.supports.polytope_utils import (
 _CENTRE_CACHE_SIZE = 4096
 
 
+def _is_matrix(value: Any) -> bool:
+    """
+    :return: whether ``value`` reads as a numeric array of two or three dimensions: the ``A`` of a pair ``(A, b)``
+        (given as an array or as nested lists), not a pair itself (a pair ``(A_i, b_i)`` is ragged)
+    """
+    if isinstance(value, np.ndarray):
+        return value.ndim in (2, 3)
+    try:
+        return np.asarray(value, dtype=np.float64).ndim in (2, 3)
+    except (TypeError, ValueError):
+        return False
+
+
 class PolytopeSupport(BoxSupport):
     """
     Per-state polytopes of safe actions of a :class:`ConstrainedBox` action space (layout in the module docstring).
@@ -206,7 +219,7 @@ class PolytopeSupport(BoxSupport):
         )
         if not isinstance(supports, (tuple, list)):
             raise ValueError(f"safe_constraints must be a pair (A, b) or a list of pairs: {layouts}.")
-        is_pair = len(supports) == 2 and not isinstance(supports[0], (tuple, list))
+        is_pair = len(supports) == 2 and _is_matrix(supports[0])
         if is_pair:
             matrix = np.asarray(supports[0])
             if matrix.ndim == 3:
