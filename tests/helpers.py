@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
 from gymnasium import spaces
 from hypothesis import strategies as st
@@ -43,14 +44,15 @@ def kinds(**skipped: str) -> list[Any]:
     :param skipped: kinds a concern does not apply to, each with the reason (shown by ``pytest -rs``)
     :return: :data:`KINDS` as pytest parameters, those skipped marked so
     """
-    import pytest
-
-    return [pytest.param(kind, marks=pytest.mark.skip(reason=skipped[kind])) if kind in skipped else kind for kind in KINDS]
+    return [
+        pytest.param(kind, marks=pytest.mark.skip(reason=skipped[kind])) if kind in skipped else kind for kind in KINDS
+    ]
 
 
 def box_like(kind: str) -> bool:
     """:return: whether the kind has continuous (``Box``) actions"""
     return kind in ("box", "polytope")
+
 
 #: Tiny networks and buffers: these tests check what the algorithm does, not how well it learns (test_learning.py).
 TINY: dict[str, Any] = {

@@ -17,8 +17,8 @@ from hypothesis.extra.numpy import arrays
 
 from sb3_safeq import (
     CallableBoxBehavior,
-    ConstrainedBox,
     CallableDiscreteBehavior,
+    ConstrainedBox,
     EmptySupportError,
     MaskedUniformBehavior,
     SafeReplayBuffer,

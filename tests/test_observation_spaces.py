@@ -16,8 +16,8 @@ from sb3_safeq import SafeDictReplayBuffer, SafeSupportQ
 from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMultiInputPolicy
 from sb3_safeq.safeq.policies import CnnPolicy, MultiInputPolicy
 from tests.box_toy_envs import FixedBoxEnv
-from tests.polytope_toy_envs import FixedPolytopeEnv
 from tests.helpers import KINDS, SMALL, decode_supports, random_env, to_agent_units
+from tests.polytope_toy_envs import FixedPolytopeEnv
 from tests.toy_envs import FixedMaskEnv
 
 MULTI_INPUT_POLICIES = {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy, "polytope": BoxMultiInputPolicy}

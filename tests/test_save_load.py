@@ -16,7 +16,7 @@ import torch as th
 from sb3_safeq import DiscreteBehaviorPolicy, SafeReplayBuffer, SafeSupportQ, UniformBoxBehavior
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import SafeSupportQPolicy
-from tests.helpers import KINDS, SMALL, assert_in_supports, decode_supports, kinds, predict_kwargs, random_env
+from tests.helpers import SMALL, assert_in_supports, decode_supports, kinds, predict_kwargs, random_env
 
 SMALL_WITHOUT_SAMPLES = {key: value for key, value in SMALL.items() if key != "n_behavior_samples"}
 

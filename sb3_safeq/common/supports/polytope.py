@@ -83,6 +83,15 @@ class PolytopeSupport(BoxSupport):
 
     def __init__(self, action_space: ConstrainedBox) -> None:
         super().__init__(action_space)
+        fixed_axes = np.flatnonzero(action_space.low >= action_space.high)
+        if fixed_axes.size:
+            # A zero-width axis has no [-1, 1] agent coordinate (0 / 0) and no volume for the behavior's density:
+            # training would turn NaN. Refuse it here, with the fix, rather than crash later in a projection.
+            raise ValueError(
+                f"The ConstrainedBox action space {action_space!r} has axes {fixed_axes.tolist()} of zero width "
+                "(low == high): the polytope kind needs every action axis to have room. Drop the fixed axes from the "
+                "action space (set them inside the environment), or give them a width."
+            )
         self.max_constraints = action_space.max_constraints
         self._low = action_space.low.astype(np.float64)
         self._high = action_space.high.astype(np.float64)
