@@ -144,6 +144,14 @@ POINT_MASS_KWARGS = {
 MULTI_ENV_CASES: dict[str, tuple[str, Any, dict[str, Any], int, Any, dict[str, Any]]] = {
     "mask": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, None, SMALL),
     "mask-subproc": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, SubprocVecEnv, SMALL),
+    "polytope-subproc": (
+        "polytope",
+        lambda: TimeLimit(random_env("polytope", terminate=False), 7),
+        {},
+        3,
+        SubprocVecEnv,
+        SMALL,
+    ),
     "box-point-mass": ("box", "SafePointMass-v0", {"max_episode_steps": 60}, 2, None, POINT_MASS_KWARGS),
     "box-double-integrator": ("box", "SafeDoubleIntegrator-v0", {"max_episode_steps": 60}, 2, None, POINT_MASS_KWARGS),
 }
