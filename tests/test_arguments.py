@@ -96,7 +96,7 @@ def test_unsupported_environments_fail_clearly(env: Any, error: type[Exception],
 def test_environments_without_a_support_fail_clearly(kind: str) -> None:
     method = SUPPORT_METHOD[kind]
     env_class = RandomMaskEnv if kind == "mask" else RandomBoxEnv
-    with pytest.raises(MissingSupportError, match=f"has no `{method}\\(\\)` method"):
+    with pytest.raises(MissingSupportError, match=f"no `{method}\\(\\)` method"):
         SafeSupportQ("MlpPolicy", no_support_env(kind))
     # A VecEnv must carry the wrapper in every sub-environment (it holds the terminal observations' supports).
     for vec_env in (make_vec_env(env_class, n_envs=2), DummyVecEnv([env_class])):

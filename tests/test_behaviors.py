@@ -18,12 +18,14 @@ from hypothesis.extra.numpy import arrays
 from sb3_safeq import (
     CallableBoxBehavior,
     CallableDiscreteBehavior,
+    ConstrainedBox,
     EmptySupportError,
     MaskedUniformBehavior,
     SafeReplayBuffer,
     SafeSupportQ,
     TruncatedGaussianBehavior,
     UniformBoxBehavior,
+    UniformPolytopeBehavior,
     make_support_kind,
 )
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
@@ -36,6 +38,7 @@ from tests.helpers import (
     beta_in_box,
     env_boxes,
     highest_safe_action,
+    kinds,
     random_env,
     random_supports,
     upper_corner,
@@ -129,9 +132,22 @@ def test_box_behavior_samples_lie_in_many_random_boxes() -> None:
 # ------------------------------------------------------------------------------------- building a behavior
 
 # A space of each kind, the kind's uniform behavior's import path and the other kind's.
-_SPACES = {"mask": spaces.Discrete(4), "box": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)}
-_UNIFORM_PATHS = {"mask": "sb3_safeq:MaskedUniformBehavior", "box": "sb3_safeq:UniformBoxBehavior"}
-_UNIFORM_CLASSES = {"mask": MaskedUniformBehavior, "box": UniformBoxBehavior}
+_SPACES = {
+    "mask": spaces.Discrete(4),
+    "box": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+    "polytope": ConstrainedBox(-1.0, 1.0, shape=(2,), max_constraints=2),
+}
+_UNIFORM_PATHS = {
+    "mask": "sb3_safeq:MaskedUniformBehavior",
+    "box": "sb3_safeq:UniformBoxBehavior",
+    "polytope": "sb3_safeq:UniformPolytopeBehavior",
+}
+_UNIFORM_CLASSES = {"mask": MaskedUniformBehavior, "box": UniformBoxBehavior, "polytope": UniformPolytopeBehavior}
+#: Why a concern about behavior functions does not apply to polytopes.
+_NO_FUNCTIONS = (
+    "behavior functions are refused for polytopes "
+    "(test_polytope_support.py::test_behavior_functions_are_refused_with_the_alternative)"
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -159,7 +175,7 @@ def test_behavior_of_the_other_kind_is_refused(kind: str) -> None:
 # ------------------------------------------------------------------------------ a user's behavior collects
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds(polytope=_NO_FUNCTIONS))
 def test_behavior_function_is_used_for_collection(kind: str) -> None:
     # Deterministic behaviors: the highest safe action of each mask, the upper corner of each box.
     calls = []
@@ -227,7 +243,7 @@ def _too_wide_box_behavior(obs: th.Tensor, low: th.Tensor, high: th.Tensor) -> t
     return th.distributions.Independent(th.distributions.Normal(th.zeros_like(low), 5.0), 1)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds(polytope=_NO_FUNCTIONS))
 def test_behavior_with_mass_outside_the_support_is_rejected(kind: str) -> None:
     if kind == "mask":
         behavior, match = _unsafe_mask_behavior, "outside the safe mask"

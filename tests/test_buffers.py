@@ -15,7 +15,7 @@ from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
-from sb3_safeq import SafeReplayBuffer, SafeSupportQ, SafetyWrapper
+from sb3_safeq import ConstrainedBox, SafeReplayBuffer, SafeSupportQ, SafetyWrapper
 from tests.helpers import (
     KINDS,
     SMALL,
@@ -25,6 +25,7 @@ from tests.helpers import (
     assert_in_supports,
     decode_supports,
     random_env,
+    safe_action,
     to_agent_units,
 )
 
@@ -59,6 +60,8 @@ def _recorded(table: dict[bytes, np.ndarray]) -> Callable[[np.ndarray], np.ndarr
 
 def _empty(kind: str, supports: np.ndarray) -> np.ndarray:
     """:return: per support, whether it has no safe action (written independently of the package)"""
+    if kind == "polytope":  # the toy env's empty polytope a_0 <= -3 on [-2, 1] x [0, 5]: 1.5 a_0 <= -2.5 in agent units
+        return np.all(np.isclose(supports[..., 0, :], [1.5, 0.0, -2.5]), axis=-1)
     return ~supports.any(axis=-1) if kind == "mask" else (supports[..., 0, :] > supports[..., 1, :]).any(axis=-1)
 
 
@@ -72,11 +75,14 @@ def _check_stored_supports(model: SafeSupportQ, kind: str, support_of: Callable[
     buffer = model.replay_buffer
     assert isinstance(buffer, SafeReplayBuffer) and not buffer.full
     n, n_envs, space = buffer.pos, model.n_envs, model.action_space
-    shape = (space.n,) if isinstance(space, spaces.Discrete) else (2, space.shape[0])
+    if isinstance(space, ConstrainedBox):
+        shape: tuple[int, ...] = (space.max_constraints + 1, space.shape[0] + 1)
+    else:
+        shape = (space.n,) if isinstance(space, spaces.Discrete) else (2, space.shape[0])
     assert buffer.supports.shape == buffer.next_supports.shape == (buffer.buffer_size, n_envs, *shape)
     supports, next_supports = buffer.supports[:n], buffer.next_supports[:n]
     assert supports.dtype == (np.bool_ if kind == "mask" else np.float32)
-    if kind == "box":  # agent units
+    if kind == "box":  # agent units (a polytope's rows are not bounded)
         assert np.all((supports >= -1.0) & (supports <= 1.0))
         assert np.all((next_supports >= -1.0) & (next_supports <= 1.0))
     actions = buffer.actions[:n].reshape(n * n_envs, *buffer.actions.shape[2:])  # agent units
@@ -102,7 +108,10 @@ def test_replay_buffer_stores_supports_aligned_with_transitions(kind: str) -> No
     current = np.stack([as_support(kind, support) for support in vec_env.env_method(SUPPORT_METHOD[kind])])
     for _ in range(40):
         # The highest safe action of each mask, the upper corner of each box.
-        actions = np.array([np.flatnonzero(m)[-1] for m in current]) if kind == "mask" else current[:, 1]
+        if kind == "polytope":  # the Chebyshev centre of each polytope
+            actions = np.stack([safe_action(kind, support) for support in current])
+        else:
+            actions = np.array([np.flatnonzero(m)[-1] for m in current]) if kind == "mask" else current[:, 1]
         new_obs, rewards, dones, infos = vec_env.step(actions)
         next_obs = new_obs.copy()
         for i, done in enumerate(dones):
@@ -135,6 +144,14 @@ POINT_MASS_KWARGS = {
 MULTI_ENV_CASES: dict[str, tuple[str, Any, dict[str, Any], int, Any, dict[str, Any]]] = {
     "mask": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, None, SMALL),
     "mask-subproc": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, SubprocVecEnv, SMALL),
+    "polytope-subproc": (
+        "polytope",
+        lambda: TimeLimit(random_env("polytope", terminate=False), 7),
+        {},
+        3,
+        SubprocVecEnv,
+        SMALL,
+    ),
     "box-point-mass": ("box", "SafePointMass-v0", {"max_episode_steps": 60}, 2, None, POINT_MASS_KWARGS),
     "box-double-integrator": ("box", "SafeDoubleIntegrator-v0", {"max_episode_steps": 60}, 2, None, POINT_MASS_KWARGS),
 }

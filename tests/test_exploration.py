@@ -28,6 +28,7 @@ from tests.helpers import (
     predict_kwargs,
     random_env,
     random_supports,
+    stored_polytope,
 )
 
 # name: (kind, environment, steps). The random toy envs raise on any action outside their support (degenerate box
@@ -81,11 +82,16 @@ def test_induced_policy_follows_the_temperature(kind: str) -> None:
         supports = np.tile(np.array([True, False, True, True, False]), (n, 1))
         observations = np.zeros((n, 6), dtype=np.float32)
     else:
-        env = random_env("box", action_low=(-3.0,), action_high=(5.0,))
+        env = random_env(kind, action_low=(-3.0,), action_high=(5.0,))
         model = SafeSupportQ("MlpPolicy", env, alpha=0.01, seed=0, **{**TINY, "n_behavior_samples": 64})
         model.critic.q_networks = [LinearQ(1.0), LinearQ(1.0)]
-        supports = np.tile(BoxScaler(model.action_space).to_env(np.array([[-0.6], [0.9]])), (n, 1, 1))
-        observations = np.zeros((n, 3), dtype=np.float32)
+        low, high = BoxScaler(model.action_space).to_env(np.array([-0.6, 0.9]))
+        if kind == "polytope":  # the same interval as two rows, -a <= -low and a <= high
+            support = stored_polytope(model.action_space, [[-1.0], [1.0]], [-low, high])
+            supports, observations = np.tile(support, (n, 1, 1)), np.zeros((n, 7), dtype=np.float32)
+        else:
+            supports = np.tile(np.array([[[low], [high]]], dtype=np.float32), (n, 1, 1))
+            observations = np.zeros((n, 3), dtype=np.float32)
     th.manual_seed(0)
     cold = model.induced_policy(observations, **predict_kwargs(kind, supports)).actions
     assert_in_supports(cold, supports)
@@ -96,7 +102,7 @@ def test_induced_policy_follows_the_temperature(kind: str) -> None:
         assert np.all(cold == 3)
         frequencies = np.bincount(hot, minlength=5) / n
         np.testing.assert_allclose(frequencies[[0, 2, 3]], 1 / 3, atol=0.05)
-    else:  # in agent units, where Q = a: the box [-0.6, 0.9]
+    else:  # in agent units, where Q = a: the interval [-0.6, 0.9]
         cold_agent, hot_agent = (BoxScaler(model.action_space).to_agent(actions) for actions in (cold, hot))
         assert cold_agent.mean() > 0.9 - 0.1
         assert hot_agent.mean() == pytest.approx((-0.6 + 0.9) / 2, abs=0.05)

@@ -7,6 +7,7 @@ preprocessing); the policy names resolve to each kind's classes.
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -16,14 +17,17 @@ from sb3_safeq.safeq.box_policies import BoxCnnPolicy, BoxMultiInputPolicy
 from sb3_safeq.safeq.policies import CnnPolicy, MultiInputPolicy
 from tests.box_toy_envs import FixedBoxEnv
 from tests.helpers import KINDS, SMALL, decode_supports, random_env, to_agent_units
+from tests.polytope_toy_envs import FixedPolytopeEnv
 from tests.toy_envs import FixedMaskEnv
 
-MULTI_INPUT_POLICIES = {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy}
-CNN_POLICIES = {"mask": CnnPolicy, "box": BoxCnnPolicy}
+MULTI_INPUT_POLICIES = {"mask": MultiInputPolicy, "box": BoxMultiInputPolicy, "polytope": BoxMultiInputPolicy}
+CNN_POLICIES = {"mask": CnnPolicy, "box": BoxCnnPolicy, "polytope": BoxCnnPolicy}
 # A support with a single safe choice for predict, and that choice: the fourth action; a point box.
 ONE_CHOICE: dict[str, tuple[dict[str, Any], Any]] = {
     "mask": ({"action_masks": np.array([0, 0, 0, 1, 0])}, 3),
     "box": ({"safe_bounds": ([0.5, 1.0], [0.5, 1.0])}, [0.5, 1.0]),
+    # a_0 >= 0.5, a_1 >= 1, a_0 + a_1 <= 1.5: the single point (0.5, 1).
+    "polytope": ({"safe_constraints": ([[-1.0, 0.0], [0.0, -1.0], [1.0, 1.0]], [-0.5, -1.0, 1.5])}, [0.5, 1.0]),
 }
 
 
@@ -43,7 +47,9 @@ def test_dict_observations_train_with_a_safe_dict_buffer(kind: str) -> None:
     obs, _ = random_env(kind, dict_obs=True).reset(seed=0)
     support_kwargs, only_action = ONE_CHOICE[kind]
     action, _ = model.predict(obs, deterministic=True, **support_kwargs)
-    np.testing.assert_array_equal(action, np.asarray(only_action, dtype=model.action_space.dtype))
+    # A polytope's single point is met within the kind's contract, 1e-6 (here a float32 rounding, 6e-8, off 1.0).
+    atol = 1e-6 if kind == "polytope" else 0.0
+    np.testing.assert_allclose(action, np.asarray(only_action, dtype=model.action_space.dtype), rtol=0, atol=atol)
 
 
 class ImageMaskEnv(FixedMaskEnv):
@@ -70,9 +76,25 @@ class ImageBoxEnv(FixedBoxEnv):
         return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
 
 
+class ImagePolytopeEnv(FixedPolytopeEnv):
+    """Image observations, a fixed polytope."""
+
+    observation_space = spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.actions.append(action)
+        return self.observation_space.sample(), 1.0, False, False, {"cost": 0.0}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_cnn_policy_on_image_observations(kind: str) -> None:
-    env = ImageMaskEnv(np.array([True, False, True])) if kind == "mask" else ImageBoxEnv([-0.5, 0.0], [0.5, 1.0])
+    if kind == "polytope":  # a_0 + a_1 <= 0.5, -a_0 <= 0.5 in [-1, 1]^2
+        env: gym.Env = ImagePolytopeEnv([[1.0, 1.0], [-1.0, 0.0]], [0.5, 0.5])
+    else:
+        env = ImageMaskEnv(np.array([True, False, True])) if kind == "mask" else ImageBoxEnv([-0.5, 0.0], [0.5, 1.0])
     model = SafeSupportQ("CnnPolicy", env, seed=0, learning_starts=20, batch_size=8, buffer_size=200)
     model.learn(60)
     assert isinstance(model.policy, CNN_POLICIES[kind])

@@ -16,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sb3_safeq import EmptySupportError, PredictWithoutSupportWarning, SafeSupportQ, acting_without_support
+from sb3_safeq import (
+    ConstrainedBox,
+    EmptySupportError,
+    PredictWithoutSupportWarning,
+    SafeSupportQ,
+    acting_without_support,
+)
 from sb3_safeq.common.evaluation import evaluate_safe_policy
 from tests.helpers import (
     ACTION_HIGH,
@@ -28,17 +34,25 @@ from tests.helpers import (
     TINY,
     assert_in_supports,
     env_boxes,
+    kinds,
     predict_kwargs,
     random_env,
     random_supports,
+    stored_polytope,
 )
+
+#: The action space of ``predict_env("polytope")``.
+POLYTOPE_3D = ConstrainedBox(ACTION_LOW, ACTION_HIGH, dtype=np.float32, max_constraints=3)
 
 
 def predict_env(kind: str, **kwargs: Any) -> gym.Env:
-    """:return: RandomMaskEnv (5 actions) or RandomBoxEnv on the asymmetric 3-D action space of the helpers"""
+    """
+    :return: RandomMaskEnv (5 actions), or RandomBoxEnv or RandomPolytopeEnv on the asymmetric 3-D action space of
+        the helpers
+    """
     if kind == "mask":
         return random_env("mask", **kwargs)
-    return random_env("box", action_low=tuple(ACTION_LOW), action_high=tuple(ACTION_HIGH), **kwargs)
+    return random_env(kind, action_low=tuple(ACTION_LOW), action_high=tuple(ACTION_HIGH), **kwargs)
 
 
 _MODEL_CACHE: dict[str, SafeSupportQ] = {}
@@ -58,9 +72,9 @@ def predict_model(kind: str) -> SafeSupportQ:
     return _MODEL_CACHE[kind]
 
 
-def _set_box_actor(mean_bias: Any, log_std_bias: float | None = None) -> SafeSupportQ:
-    """:return: the Box model with its squashed mean (and its spread) pushed where the test needs it"""
-    model = predict_model("box")
+def _set_box_actor(mean_bias: Any, log_std_bias: float | None = None, kind: str = "box") -> SafeSupportQ:
+    """:return: the Box (or polytope) model with its squashed mean (and its spread) pushed where the test needs it"""
+    model = predict_model(kind)
     with th.no_grad():
         model.actor.mean.bias.copy_(th.as_tensor(mean_bias, dtype=th.float32))
         if log_std_bias is not None:
@@ -78,7 +92,14 @@ def _masks(max_batch: int = 6) -> st.SearchStrategy[np.ndarray]:
     return arrays(np.bool_, st.tuples(st.integers(1, max_batch), st.just(5))).map(non_empty)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "kind",
+    kinds(
+        polytope="draws boxes and (low, high) layouts; polytope layouts and random polytopes: "
+        "test_polytope_support.py::test_predict_is_inside_for_single_and_batched_observations and "
+        "test_predicted_actions_lie_in_many_random_supports[polytope]"
+    ),
+)
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), single=st.booleans(), deterministic=st.booleans())
 def test_predicted_actions_lie_in_the_supports(
@@ -126,9 +147,11 @@ def test_predicted_actions_lie_in_the_supports(
 def test_predicted_actions_lie_in_many_random_supports(kind: str) -> None:
     # The property above at scale: for boxes, thousands of random float32 boxes make sure that the rounding of every
     # unit conversion is met, with a saturated mean.
+    # For polytopes, 300 (one linear program each for the Chebyshev centre) with a mean saturated at box corners that
+    # the rows cut off.
     rng = np.random.default_rng(0)
-    model = predict_model(kind) if kind == "mask" else _set_box_actor([30.0, -30.0, 30.0])
-    supports = random_supports(kind, rng, 5000, model.action_space)
+    model = predict_model(kind) if kind == "mask" else _set_box_actor([30.0, -30.0, 30.0], kind=kind)
+    supports = random_supports(kind, rng, 300 if kind == "polytope" else 5000, model.action_space)
     observations = rng.uniform(-1.0, 1.0, (len(supports), model.observation_space.shape[0])).astype(np.float32)
     for deterministic in (True, False):
         actions, _ = model.predict(observations, deterministic=deterministic, **predict_kwargs(kind, supports))
@@ -137,7 +160,7 @@ def test_predicted_actions_lie_in_many_random_supports(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_predict_without_supports_stays_in_the_action_space(kind: str) -> None:
-    model = predict_model(kind) if kind == "mask" else _set_box_actor([30.0, -30.0, 30.0])
+    model = predict_model(kind) if kind == "mask" else _set_box_actor([30.0, -30.0, 30.0], kind=kind)
     space = model.action_space
     obs, _ = predict_env(kind).reset(seed=0)
     action, state = model.predict(obs, deterministic=True)
@@ -176,13 +199,20 @@ ONE_CHOICE: dict[str, tuple[Any, dict[str, Any], list[int], Any]] = {
         [1, 2],
         np.array([4.5, -0.3], dtype=np.float32),
     ),
+    # Two opposite rows pin a_1 = 4.5, a third cuts the (a_0, a_2) face; the mean's corner is cut off.
+    "polytope": (
+        stored_polytope(POLYTOPE_3D, [[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 1.0]], [4.5, -4.5, 0.5]),
+        {"safe_constraints": ([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 1.0]], [4.5, -4.5, 0.5])},
+        [1],
+        np.array([4.5], dtype=np.float32),
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_predict_takes_the_only_safe_choice(kind: str) -> None:
     support, kwargs, forced_axes, forced_values = ONE_CHOICE[kind]
-    model = predict_model(kind) if kind == "mask" else _set_box_actor(np.zeros(3), -5.0)
+    model = predict_model(kind) if kind == "mask" else _set_box_actor(np.zeros(3), -5.0, kind=kind)
     observation, _ = predict_env(kind).reset(seed=0)
     if kind == "box":
         observation = np.zeros(7, dtype=np.float32)

@@ -16,9 +16,11 @@ import torch as th
 from sb3_safeq import DiscreteBehaviorPolicy, SafeReplayBuffer, SafeSupportQ, UniformBoxBehavior
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
 from sb3_safeq.safeq.policies import SafeSupportQPolicy
-from tests.helpers import KINDS, SMALL, assert_in_supports, predict_kwargs, random_env
+from tests.helpers import SMALL, assert_in_supports, decode_supports, kinds, predict_kwargs, random_env
 
-POLICY_BASES = {"mask": SafeSupportQPolicy, "box": BoxSafeSupportQPolicy}
+SMALL_WITHOUT_SAMPLES = {key: value for key, value in SMALL.items() if key != "n_behavior_samples"}
+
+POLICY_BASES = {"mask": SafeSupportQPolicy, "box": BoxSafeSupportQPolicy, "polytope": BoxSafeSupportQPolicy}
 
 
 def _prefer_last(observations: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -34,6 +36,13 @@ def _mask_probe() -> tuple[np.ndarray, np.ndarray]:
     masks = np.random.default_rng(1).random((64, 5)) < 0.5
     masks[:, 1] = True
     return observations, masks
+
+
+def _polytope_probe() -> tuple[np.ndarray, np.ndarray]:
+    """:return: observations of RandomPolytopeEnv and their polytopes (stored layout, environment units)"""
+    env = random_env("polytope")
+    observations = np.stack([env.reset(seed=seed)[0] for seed in range(16)])
+    return observations, decode_supports("polytope", observations)
 
 
 def _point_mass_probe() -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +77,14 @@ ROUND_TRIPS: dict[str, tuple[str, Callable[[], gym.Env], dict[str, Any], dict[st
         )
         for extraction in ("forward_kl", "reverse_kl")
     },
+    "polytope-reverse_kl-induced": (
+        "polytope",
+        lambda: random_env("polytope"),
+        {"extraction": "reverse_kl", "exploration": "induced", "share_target_draws": True, "n_behavior_samples": 4},
+        SMALL_WITHOUT_SAMPLES,
+        120,
+        40,
+    ),
 }
 
 
@@ -111,7 +128,8 @@ def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
         for field, value in values.items():
             assert th.equal(value, restored_state["state"][key][field]), (key, field)
 
-    observations, supports = _mask_probe() if kind == "mask" else _point_mass_probe()
+    probes = {"mask": _mask_probe, "box": _point_mass_probe, "polytope": _polytope_probe}
+    observations, supports = probes[kind]()
     observations_t, supports_t = th.as_tensor(observations), th.as_tensor(supports)
     assert th.equal(
         _behavior_scores(model.behavior_policy, model.behavior_policy, observations_t, supports_t),
@@ -146,7 +164,13 @@ def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
 BEHAVIOR_PATHS = {"mask": "tests.helpers:highest_safe_action", "box": "tests.helpers:upper_corner"}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "kind",
+    kinds(
+        polytope="behavior functions are refused for polytopes; a class path resolves in "
+        "test_behaviors.py::test_behavior_import_paths[polytope]"
+    ),
+)
 def test_behavior_given_by_import_path_survives_save_and_load(tmp_path: Path, kind: str) -> None:
     path = BEHAVIOR_PATHS[kind]
     model = SafeSupportQ("MlpPolicy", random_env(kind), behavior=path, **SMALL)

@@ -123,7 +123,8 @@ def _soft_value(slope: float, alpha: float, low: float, high: float) -> float:
 
 def _soft_target_model(kind: str = "box") -> SafeSupportQ:
     # Box action space [-3, 5]: the uniform behavior samples in env units, the target works in agent units.
-    env = random_env("box", action_low=(-3.0,), action_high=(5.0,)) if kind == "box" else random_env("mask")
+    box_like = kind in ("box", "polytope")
+    env = random_env(kind, action_low=(-3.0,), action_high=(5.0,)) if box_like else random_env("mask")
     return SafeSupportQ("MlpPolicy", env, gamma=1.0, learning_starts=10**6, seed=0, **TINY)
 
 
@@ -208,6 +209,11 @@ def test_terminal_transitions_without_safe_action_target_the_reward(kind: str) -
     if kind == "mask":
         observations, supports = th.zeros(1, 6), th.ones(1, 5, dtype=th.bool)
         next_supports = th.zeros(1, 5, dtype=th.bool)
+    elif kind == "polytope":  # agent units: three padding rows and the centre row; next: a <= -2, radius < 0
+        model.critic_target.q_networks = [LinearQ(1.0), LinearQ(1.0)]
+        observations = th.zeros(1, 7)
+        supports = th.tensor([[[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 4.0]]])
+        next_supports = th.tensor([[[1.0, -2.0], [0.0, 1.0], [0.0, 1.0], [0.0, -1.0]]])
     else:
         model.critic_target.q_networks = [LinearQ(1.0), LinearQ(1.0)]
         observations, supports = th.zeros(1, 3), th.tensor([[[-1.0], [1.0]]])

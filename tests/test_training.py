@@ -70,7 +70,11 @@ def test_alpha_schedule_is_followed(kind: str) -> None:
 
 
 # The statistic each kind logs after an update of the extraction head (default forward-KL extraction).
-ACTOR_STATISTIC = {"mask": "train/actor_kl", "box": "train/behavior_weights_ess"}
+ACTOR_STATISTIC = {
+    "mask": "train/actor_kl",
+    "box": "train/behavior_weights_ess",
+    "polytope": "train/behavior_weights_ess",
+}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -29,11 +29,14 @@ from tests.helpers import (
     fixed_env,
     no_support_env,
     random_env,
+    safe_action,
 )
+from tests.polytope_toy_envs import FixedPolytopeEnv, NoConstraintsEnv
 from tests.toy_envs import FixedMaskEnv, NoMaskEnv
 
 #: An action inside the support of :func:`tests.helpers.fixed_env` (mask [T, F, T], box [-0.5, 0.5] x [0, 1]).
-INSIDE = {"mask": 0, "box": np.zeros(2, dtype=np.float32)}
+#: (polytope: a_0 + a_1 <= 0.5, -a_0 <= 0.5 in [-1, 1]^2.)
+INSIDE = {"mask": 0, "box": np.zeros(2, dtype=np.float32), "polytope": np.zeros(2, dtype=np.float32)}
 
 
 def _other(kind: str) -> str:
@@ -42,6 +45,8 @@ def _other(kind: str) -> str:
 
 def _empty(kind: str, support: np.ndarray) -> bool:
     """:return: whether a support has no safe action (written independently of the package)"""
+    if kind == "polytope":  # the empty fixed polytope: a_0 <= -2 in [-1, 1]^2
+        return bool(np.array_equal(support[0], [1.0, 0.0, -2.0]))
     return not support.any() if kind == "mask" else bool((support[0] > support[1]).any())
 
 
@@ -93,7 +98,7 @@ def test_terminal_supports_survive_the_vec_env_auto_reset(kind: str) -> None:
         n_done = 0
         for _ in range(60):
             support = as_support(kind, vec_env.env_method(SUPPORT_METHOD[kind])[0])
-            action = np.flatnonzero(support)[0] if kind == "mask" else support[0]  # the lower corner of a box
+            action = safe_action(kind, support)
             _, _, dones, infos = vec_env.step(np.array([action]))
             if dones[0]:
                 n_done += 1
@@ -115,6 +120,15 @@ OUT_OF_SUPPORT_ACTIONS: dict[str, list[tuple[Any, bool]]] = {
         ([0.5, 1.0], False),
         ([-0.5, 0.0], False),
         ([0.1, 0.2], False),
+    ],
+    "polytope": [
+        ([0.5, 0.5], True),
+        ([-0.6, 0.0], True),
+        ([np.nan, 0.0], True),
+        ([0.25, 0.25], False),  # on a facet
+        ([-0.5, 1.0], False),  # a vertex
+        ([0.25, 0.2500001], False),  # outside by 1e-7 (float32): within the kind's 1e-6 distance per row
+        ([0.0, 0.0], False),
     ],
 }
 
@@ -148,6 +162,13 @@ SHIELDED_ACTIONS: dict[str, list[tuple[Any, list[Any], bool]]] = {
         ([-3.0, 2.0], [[-0.5, 1.0]], True),
         ([np.nan, 0.5], [[0.0, 0.5]], True),
         ([0.25, 0.75], [[0.25, 0.75]], False),  # inside: untouched
+    ],
+    # The polytope's shield projects (Euclidean), and sends a NaN axis to the Chebyshev centre's.
+    "polytope": [
+        ([1.0, 1.0], [[0.25, 0.25]], True),
+        ([-1.0, 0.0], [[-0.5, 0.0]], True),
+        ([np.nan, 0.0], [[float(np.float32(0.08578644)), 0.0]], True),
+        ([1.0, -1.0], [[1.0, -1.0]], False),  # inside: untouched
     ],
 }
 
@@ -183,7 +204,7 @@ def test_shield_clips_float64_actions_just_outside_the_box() -> None:
 
 
 # The cost of every step and the number of steps counted, per kind.
-COSTS = {"mask": (2.5, 2), "box": (0.5, 3)}
+COSTS = {"mask": (2.5, 2), "box": (0.5, 3), "polytope": (1.5, 2)}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -236,20 +257,23 @@ def _overwrite(value: Any) -> None:
 def test_returned_supports_are_copies(kind: str) -> None:
     env = SafetyWrapper(fixed_env(kind))
     _, info = env.reset()
-    expected = as_support(kind, getattr(env, SUPPORT_METHOD[kind])())
+    space = env.action_space
+    expected = as_support(kind, getattr(env, SUPPORT_METHOD[kind])(), space)
     _overwrite(getattr(env, SUPPORT_METHOD[kind])())
     _overwrite(info[INFO_KEY[kind]])
-    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])()), expected)
+    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])(), space), expected)
     _, _, _, _, info = env.step(INSIDE[kind])
     assert info["out_of_support"] is False
     _overwrite(info[INFO_KEY[kind]])
-    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])()), expected)
+    np.testing.assert_array_equal(as_support(kind, getattr(env, SUPPORT_METHOD[kind])(), space), expected)
 
 
 # A support function per kind, for an environment without the method, and what it gives.
 SUPPORT_FUNCTIONS = {
     "mask": (lambda env: np.array([False, True, True]), [False, True, True]),
     "box": (lambda env: ([0.0, -0.25], [0.0, 0.25]), [[0.0, -0.25], [0.0, 0.25]]),
+    # Padded to max_constraints=2 with (0, 1), then the Chebyshev centre and radius of a_0 <= 0.5 in [-1, 1]^2.
+    "polytope": (lambda env: ([[1.0, 0.0]], [0.5]), [[1.0, 0.0, 0.5], [0.0, 0.0, 1.0], [-0.25, -0.25, 0.75]]),
 }
 
 
@@ -271,6 +295,7 @@ def test_support_function_replaces_the_method_and_the_other_kind_does_not_apply(
     [
         (lambda: SafetyWrapper(NoMaskEnv(), action_mask_fn=lambda env: np.ones(4, dtype=bool)), "expected \\(3,\\)"),
         (lambda: SafetyWrapper(FixedBoxEnv([-2.0, 0.0], [0.5, 1.0])), "outside the action space"),
+        (lambda: SafetyWrapper(FixedPolytopeEnv([[1.0, 0.0, 0.0]], [0.5])), "A has 3 columns"),
     ],
     ids=KINDS,
 )
@@ -285,10 +310,11 @@ def test_malformed_supports_from_the_env_fail_clearly(make_env: Any, match: str)
     [
         (NoMaskEnv, MissingSupportError, "action_masks"),
         (NoBoundsBoxEnv, MissingSupportError, "safe_action_bounds"),
+        (NoConstraintsEnv, MissingSupportError, "safe_action_constraints"),
         (lambda: gym.make("Pendulum-v1"), MissingSupportError, "safe_action_bounds"),
         (lambda: FixedMaskEnv(np.ones(4, bool), spaces.MultiDiscrete([2, 2])), ValueError, "MultiDiscrete"),
     ],
-    ids=["mask", "box", "pendulum", "multi-discrete"],
+    ids=["mask", "box", "polytope", "pendulum", "multi-discrete"],
 )
 def test_environments_without_a_support_are_refused(make_env: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
@@ -309,6 +335,8 @@ def _single_safe_action_env(kind: str) -> tuple[gym.Env, Any]:
     """:return: an environment (without the wrapper) where one action is safe, and that action in agent units"""
     if kind == "mask":
         return ActionMasker(NoMaskEnv(), lambda env: np.array([False, True, False])), 1
+    if kind == "polytope":  # rows that only touch the corner (-1, -1) of the action box [-1, 1]^2
+        return FixedPolytopeEnv([[1.0, 0.0], [0.0, 1.0]], [-1.0, -1.0]), [-1.0, -1.0]
     return FixedBoxEnv([0.25, -0.5], [0.25, -0.5]), [0.25, -0.5]  # action space [-1, 1]^2: agent units too
 
 

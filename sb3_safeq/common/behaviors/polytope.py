@@ -76,9 +76,15 @@ class UniformPolytopeBehavior(PolytopeBehaviorPolicy):
     def sample(self, observations: PyTorchObs, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
         self.check_not_empty(support)
         low, high = self._box(support)
-        matrix, offsets, center, _ = polytope_parts(support)
-        samples = sample_uniform(matrix, offsets, low, high, n_samples, interior=center)
-        assert isinstance(samples, th.Tensor)
+        matrix, offsets, center, radius = polytope_parts(support)
+        # A flat set (no interior, e.g. a single safe action) has no uniform law: its draws are its centre, without
+        # the rejection rounds and hit-and-run burn-in that could not leave it anyway.
+        samples = center.unsqueeze(1).expand(-1, n_samples, -1).clone()
+        solid = radius > CONTAINS_TOLERANCE
+        if bool(solid.any()):
+            drawn = sample_uniform(matrix[solid], offsets[solid], low, high, n_samples, interior=center[solid])
+            assert isinstance(drawn, th.Tensor)
+            samples[solid] = drawn
         return samples
 
     def log_prob(self, observations: PyTorchObs, support: th.Tensor, actions: th.Tensor) -> th.Tensor:

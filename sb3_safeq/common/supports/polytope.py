@@ -48,6 +48,19 @@ from sb3_safeq.common.supports.polytope_utils import (
 _CENTRE_CACHE_SIZE = 4096
 
 
+def _is_matrix(value: Any) -> bool:
+    """
+    :return: whether ``value`` reads as a numeric array of two or three dimensions: the ``A`` of a pair ``(A, b)``
+        (given as an array or as nested lists), not a pair itself (a pair ``(A_i, b_i)`` is ragged)
+    """
+    if isinstance(value, np.ndarray):
+        return value.ndim in (2, 3)
+    try:
+        return np.asarray(value, dtype=np.float64).ndim in (2, 3)
+    except (TypeError, ValueError):
+        return False
+
+
 class PolytopeSupport(BoxSupport):
     """
     Per-state polytopes of safe actions of a :class:`ConstrainedBox` action space (layout in the module docstring).
@@ -70,6 +83,15 @@ class PolytopeSupport(BoxSupport):
 
     def __init__(self, action_space: ConstrainedBox) -> None:
         super().__init__(action_space)
+        fixed_axes = np.flatnonzero(action_space.low >= action_space.high)
+        if fixed_axes.size:
+            # A zero-width axis has no [-1, 1] agent coordinate (0 / 0) and no volume for the behavior's density:
+            # training would turn NaN. Refuse it here, with the fix, rather than crash later in a projection.
+            raise ValueError(
+                f"The ConstrainedBox action space {action_space!r} has axes {fixed_axes.tolist()} of zero width "
+                "(low == high): the polytope kind needs every action axis to have room. Drop the fixed axes from the "
+                "action space (set them inside the environment), or give them a width."
+            )
         self.max_constraints = action_space.max_constraints
         self._low = action_space.low.astype(np.float64)
         self._high = action_space.high.astype(np.float64)
@@ -207,7 +229,7 @@ class PolytopeSupport(BoxSupport):
         )
         if not isinstance(supports, (tuple, list)):
             raise ValueError(f"safe_constraints must be a pair (A, b) or a list of pairs: {layouts}.")
-        is_pair = len(supports) == 2 and not isinstance(supports[0], (tuple, list))
+        is_pair = len(supports) == 2 and _is_matrix(supports[0])
         if is_pair:
             matrix = np.asarray(supports[0])
             if matrix.ndim == 3:
