@@ -42,6 +42,8 @@ PROVIDERS = {
     "requests": "requests",
     "scipy": "scipy",
     "matplotlib": "matplotlib",
+    "moviepy": "moviepy",
+    "tensorboard": "tensorboard",
 }
 
 
