@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
+
+from sb3_safeq.envs import SAFE_CONSTRAINED_ENV_IDS, SAFE_CONTINUOUS_ENV_IDS, SAFE_DISCRETE_ENV_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_ENVS = ROOT / "tests" / "user_envs"
@@ -172,3 +175,17 @@ def test_tensorboard_log_without_tensorboard_is_one_line(tmp_path: Path) -> None
         "sb3-safeq train: error: -tb/--tensorboard-log needs TensorBoard, which is not installed: install the 'zoo' "
         'extra (pip install "sb3-safeq[zoo]") or pip install tensorboard.'
     ]
+
+
+@pytest.mark.parametrize("env_id", [*SAFE_DISCRETE_ENV_IDS, *SAFE_CONTINUOUS_ENV_IDS, *SAFE_CONSTRAINED_ENV_IDS])
+def test_every_bundled_environment_renders_rgb_array_frames(env_id: str) -> None:
+    # record_video needs frames; without pygame the toy-text and CartPole environments draw their own.
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    first = env.render()
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    frame = env.render()
+    env.close()
+    assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert frame.shape == first.shape and frame.min() < frame.max()  # a picture, not a blank canvas

@@ -12,15 +12,12 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from stable_baselines3.common.monitor import load_results
 
-matplotlib.use("Agg")  # files only: no display needed, none opened
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from stable_baselines3.common.monitor import load_results  # noqa: E402
-
-from sb3_safeq.zoo.errors import ZooUsageError  # noqa: E402
+from sb3_safeq.zoo.errors import ZooUsageError
 
 #: The ``monitor.csv`` columns the plot needs (``info_keywords`` of the ``Monitor``).
 COST_COLUMNS = ("episode_cost", "episode_unsafe_visits")
@@ -84,8 +81,10 @@ def plot_safety(argv: list[str]) -> None:
     runs = {
         (algo, env_id): read_runs(folder, algo, env_id, args.exp_ids) for env_id in args.envs for algo in args.algos
     }
-    figure, axes = plt.subplots(len(args.envs), 2, figsize=(11, 3.5 * len(args.envs)), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # A Figure of its own, not pyplot's: a file only, no window and no backend to choose.
+    figure = Figure(figsize=(11, 3.5 * len(args.envs)))
+    axes = figure.subplots(len(args.envs), 2, squeeze=False)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, env_id in enumerate(args.envs):
         cost_axis, visits_axis = axes[row]
         for index, algo in enumerate(args.algos):
@@ -103,5 +102,4 @@ def plot_safety(argv: list[str]) -> None:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output)
-    plt.close(figure)
     print(f"Saved {output}")
