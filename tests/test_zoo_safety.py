@@ -189,3 +189,16 @@ def test_every_bundled_environment_renders_rgb_array_frames(env_id: str) -> None
     env.close()
     assert isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
     assert frame.shape == first.shape and frame.min() < frame.max()  # a picture, not a blank canvas
+
+
+def test_an_environment_without_a_support_trains_as_in_rl_zoo3(tmp_path: Path) -> None:
+    # No action_masks(): no default safety wrapper nor cost columns (they would fail), the logger still runs.
+    (tmp_path / "conf.yml").write_text("CartPole-v1:\n  n_timesteps: 100\n  policy: MlpPolicy\n")
+    result = run_sb3_safeq(
+        "train", "--algo", "dqn", "--env", "CartPole-v1", "--conf-file", "conf.yml", "-n", "100", "-f", "logs",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "safety/" in result.stdout
+    header = (tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "0.monitor.csv").read_text().splitlines()[1]
+    assert header == "r,l,t"

@@ -6,9 +6,10 @@ by the name it imported. :func:`use_safe_experiment_manager` points that name at
 subclass overriding two methods and calling the original of each first, so that every other option of rl-zoo3 keeps
 its meaning:
 
-- ``_preprocess_hyperparams``: an entry without ``env_wrapper`` gets :func:`~sb3_safeq.zoo.wrappers.safety_wrapper`
-  (counts only, never shields) and one without ``monitor_kwargs`` gets the cost columns of ``monitor.csv``
-  (``episode_cost``, ``episode_unsafe_visits``), so a user's own environment needs no safety lines in its entry;
+- ``_preprocess_hyperparams``: an entry without ``env_wrapper``, for an environment with a safe support, gets
+  :func:`~sb3_safeq.zoo.wrappers.safety_wrapper` (counts only, never shields), and one without ``monitor_kwargs`` the
+  cost columns of ``monitor.csv`` (``episode_cost``, ``episode_unsafe_visits``), so a user's own environment needs no
+  safety lines in its entry;
 - ``create_callbacks``: rl-zoo3's ``EvalCallback`` (``--eval-freq``) becomes a
   :class:`~sb3_safeq.SafeEvalCallback` with the same settings (return, cost and unsafe visits; the safe support passed
   to ``predict`` of SafeSupportQ and MaskablePPO), and a :class:`~sb3_safeq.SafetyLoggerCallback` writes ``safety/*``
@@ -18,12 +19,15 @@ its meaning:
 
 from typing import Any
 
+import gymnasium as gym
 import rl_zoo3.train
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
+from sb3_safeq import MissingSupportError
 from sb3_safeq.common.callbacks import SafetyLoggerCallback
 from sb3_safeq.common.eval_callback import SafeEvalCallback
+from sb3_safeq.common.wrappers import SafetyWrapper
 from sb3_safeq.safeq import SafeSupportQ
 from sb3_safeq.zoo.wrappers import safety_wrapper
 
@@ -43,12 +47,26 @@ class SafeExperimentManager(ExperimentManager):
     def _preprocess_hyperparams(
         self, hyperparams: dict[str, Any]
     ) -> tuple[dict[str, Any], Any, list[BaseCallback], Any]:
-        if "monitor_kwargs" not in hyperparams:
-            self.monitor_kwargs = dict(SAFETY_MONITOR_KWARGS)
+        has_monitor_kwargs = "monitor_kwargs" in hyperparams
         hyperparams, env_wrapper, callbacks, vec_env_wrapper = super()._preprocess_hyperparams(hyperparams)
-        if env_wrapper is None:
+        # An environment without a support (plain CartPole-v1 for a DQN run) cannot be wrapped: it trains as in
+        # rl-zoo3, and its cost (if any) still reaches the SafetyLoggerCallback through info["cost"].
+        if env_wrapper is None and self._env_has_support():
             env_wrapper = safety_wrapper
+            if not has_monitor_kwargs:
+                self.monitor_kwargs = dict(SAFETY_MONITOR_KWARGS)
         return hyperparams, env_wrapper, callbacks, vec_env_wrapper
+
+    def _env_has_support(self) -> bool:
+        """:return: whether the environment exposes a safe support a :class:`~sb3_safeq.SafetyWrapper` can read"""
+        env = gym.make(self.env_name.gym_id, **self.env_kwargs)
+        try:
+            SafetyWrapper(env)
+        except MissingSupportError:
+            return False
+        finally:
+            env.close()
+        return True
 
     def create_callbacks(self) -> None:
         super().create_callbacks()
