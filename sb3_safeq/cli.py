@@ -13,12 +13,17 @@ from sb3_safeq.safeq.arguments import InvalidArgumentError
 from sb3_safeq.zoo.cli import COMMANDS as ZOO_COMMANDS
 from sb3_safeq.zoo.errors import ZooUsageError
 
-USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record,collect} [options]
+USAGE = """usage: sb3-safeq {train,enjoy,record_video,plot-safety,bench,safety-record,collect} [options]
 
   sb3-safeq train [rl-zoo3 train options]   rl-zoo3's training script with safeq (SafeSupportQ) and ppo_mask
-                                            (MaskablePPO) and the packaged hyperparameters
+                                            (MaskablePPO), the packaged hyperparameters, safety/* logged for every
+                                            algorithm (--no-safety-logger: off) and one torch thread by default
   sb3-safeq enjoy [rl-zoo3 enjoy options]   replay a trained model inside its safe support; reports the return
                                             and the unsafe visits
+  sb3-safeq record_video [rl-zoo3 record_video options]
+                                            record a video (mp4) of a trained model acting inside its safe support
+  sb3-safeq plot-safety -f LOGS --algos A.. --envs E.. -o FILE.png
+                                            episode cost and cumulative unsafe visits from monitor.csv
   sb3-safeq bench [options]                 benchmark: algorithms x environments x seeds, resumable, with a report
   sb3-safeq safety-record CHECKPOINT MONITOR...
                                             a checkpoint's safety counters completed with the episodes its run
@@ -27,9 +32,9 @@ USAGE = """usage: sb3-safeq {train,enjoy,bench,safety-record,collect} [options]
                                             log a safe behavior into a local Minari dataset with supports and
                                             costs, for SafeSupportQ.learn_offline
 
-'sb3-safeq <command> -h' lists a command's options. train and enjoy need
-pip install "sb3-safeq[zoo]", bench needs pip install "sb3-safeq[bench]", collect needs
-pip install "sb3-safeq[offline]"."""
+'sb3-safeq <command> -h' lists a command's options. train, enjoy,
+record_video and plot-safety need pip install "sb3-safeq[zoo]", bench needs pip install "sb3-safeq[bench]", collect
+needs pip install "sb3-safeq[offline]"."""
 
 #: Sub-command -> the function that runs it, imported on use, so that ``sb3-safeq --help`` stays fast.
 COMMANDS: dict[str, Command] = {

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 #: ``ModuleNotFoundError`` for one of them means that extra is missing; tests/test_packaging.py keeps the table and
 #: setup.cfg in step.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "zoo": ("rl_zoo3", "huggingface_sb3", "optuna", "yaml", "pandas", "requests"),
+    "zoo": (
+        "rl_zoo3",
+        "huggingface_sb3",
+        "optuna",
+        "yaml",
+        "pandas",
+        "requests",
+        "matplotlib",
+        "moviepy",
+        "tensorboard",
+    ),
     "bench": ("yaml", "pandas", "scipy", "matplotlib"),
     "offline": ("minari",),
 }

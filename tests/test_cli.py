@@ -26,18 +26,18 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_help_and_unknown_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.strip() == USAGE
-    assert set(COMMANDS) == {"train", "enjoy", "bench", "safety-record", "collect"}
+    assert set(COMMANDS) == {"train", "enjoy", "record_video", "plot-safety", "bench", "safety-record", "collect"}
     assert main([]) == 2
     assert "no command given" in capsys.readouterr().err
     assert main(["bnech"]) == 2
-    choices = "choose one of train, enjoy, bench, safety-record, collect."
+    choices = "choose one of train, enjoy, record_video, plot-safety, bench, safety-record, collect."
     assert f"unknown command 'bnech': {choices}" in capsys.readouterr().err
 
 
-def test_the_zoo_entry_point_knows_only_train_and_enjoy(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_zoo_entry_point_knows_only_its_own_commands(capsys: pytest.CaptureFixture[str]) -> None:
     # The benchmark depends on the zoo, not the other way round (tests/test_import_graph.py checks the imports).
     assert zoo_main(["bench"]) == 2
-    assert "choose one of train, enjoy." in capsys.readouterr().err
+    assert "choose one of train, enjoy, record_video, plot-safety." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("module", EXTRA_MODULES["bench"])

@@ -43,6 +43,8 @@ PROVIDERS = {
     "scipy": "scipy",
     "matplotlib": "matplotlib",
     "minari": "minari",
+    "moviepy": "moviepy",
+    "tensorboard": "tensorboard",
 }
 
 

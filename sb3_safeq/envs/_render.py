@@ -1,4 +1,10 @@
-"""Tiny numpy rasteriser for the continuous environments' ``render_mode="rgb_array"`` (no display, no extra deps)."""
+"""
+Tiny numpy rasteriser for ``render_mode="rgb_array"`` (no display, no extra deps): the continuous environments' frames,
+and those of the toy-text and CartPole environments when gymnasium's pygame renderer is not installed (so that
+``sb3-safeq record_video`` works on every bundled environment with the package's own requirements).
+"""
+
+import importlib.util
 
 import numpy as np
 
@@ -35,3 +41,25 @@ def fill_rect(
     top_i, left_i = max(0, round(top)), max(0, round(left))
     bottom_i, right_i = min(canvas.shape[0], round(bottom)), min(canvas.shape[1], round(right))
     canvas[top_i:bottom_i, left_i:right_i] = color
+
+
+def pygame_installed() -> bool:
+    """:return: whether gymnasium's own renderer (pygame) can be used; the environments draw their own frames if not"""
+    return importlib.util.find_spec("pygame") is not None
+
+
+def grid_frame(cell_colors: np.ndarray, agent_cell: tuple[int, int], cell_size: int = 24) -> np.ndarray:
+    """
+    Draw a grid world: one coloured square per cell, thin grey lines between cells, the agent as a blue disc.
+
+    :param cell_colors: RGB colour of each cell, shape ``(n_rows, n_cols, 3)``, uint8
+    :param agent_cell: the agent's ``(row, col)``
+    :param cell_size: side of a cell, in pixels
+    :return: the ``(n_rows * cell_size, n_cols * cell_size, 3)`` uint8 image
+    """
+    canvas = np.repeat(np.repeat(cell_colors.astype(np.uint8), cell_size, axis=0), cell_size, axis=1)
+    canvas[::cell_size, :] = GREY
+    canvas[:, ::cell_size] = GREY
+    row, col = agent_cell
+    fill_disc(canvas, (row + 0.5) * cell_size, (col + 0.5) * cell_size, cell_size * 0.35, BLUE)
+    return canvas

@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 
 from sb3_safeq.common.tabular import UnsafeTransitionFn, maximal_invariant_safe_set, reachable_states
+from sb3_safeq.envs._render import grid_frame, pygame_installed
 
 
 class SafeTabularMixin:
@@ -45,6 +46,25 @@ class SafeTabularMixin:
             raise RuntimeError("Internal error: the safe-action table is not invariant; please report this.")
         table.setflags(write=False)
         self.safe_action_table = table
+
+    render_mode: str | None
+    #: the grid's shape ``(n_rows, n_cols)``; states are numbered row by row
+    grid_shape: tuple[int, int]
+
+    def _cell_colors(self) -> np.ndarray:
+        """:return: the RGB colour of each cell of the grid, shape ``(n_rows, n_cols, 3)`` (for :meth:`render`)"""
+        raise NotImplementedError
+
+    def render(self) -> Any:
+        """
+        gymnasium's rendering; ``rgb_array`` frames are drawn by :func:`~sb3_safeq.envs._render.grid_frame` when
+        pygame (gymnasium's renderer) is not installed.
+
+        :return: what gymnasium's ``render`` returns (an ``(H, W, 3)`` uint8 image for ``rgb_array``)
+        """
+        if self.render_mode == "rgb_array" and not pygame_installed():
+            return grid_frame(self._cell_colors(), divmod(int(self.s), self.grid_shape[1]))
+        return super().render()  # type: ignore[misc]
 
     def action_masks(self) -> np.ndarray:
         """

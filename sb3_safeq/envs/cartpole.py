@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
+from sb3_safeq.envs._render import BLUE, GREY, RED, blank_canvas, fill_disc, fill_rect, pygame_installed
+
 # The look-ahead re-implements the env's arithmetic with ``math`` (fast on python floats) where the env uses
 # numpy; the two may differ in the last bit. These margins absorb that rounding so a state the look-ahead
 # certifies is never one the env would put outside the limit (or keep alive when the look-ahead let it end).
@@ -58,6 +60,33 @@ class SafeCartPoleEnv(CartPoleEnv):
         self.lookahead_steps = lookahead_steps
         self._mask_state: tuple[float, ...] | None = None
         self._mask = np.ones(2, dtype=bool)
+
+    def render(self) -> Any:
+        """
+        gymnasium's rendering; ``rgb_array`` frames are drawn here when pygame (gymnasium's renderer) is not
+        installed: the track with the position limits (red), the cart (grey) and the pole (blue).
+
+        :return: what gymnasium's ``render`` returns (a ``(200, 400, 3)`` uint8 image for ``rgb_array`` here)
+        """
+        if self.render_mode != "rgb_array" or pygame_installed() or self.state is None:
+            return super().render()
+        height, width = 200, 400
+        scale = width / (2 * self.x_threshold)  # pixels per metre: the whole track fits
+        canvas = blank_canvas(height, width)
+        track_row = 150
+        fill_rect(canvas, track_row, 0, track_row + 2, width, GREY)
+        for limit in (-self.position_limit, self.position_limit):
+            column = width / 2 + limit * scale
+            fill_rect(canvas, track_row - 40, column - 1, track_row + 10, column + 1, RED)
+        x, _, theta, _ = (float(value) for value in self.state)
+        cart_col = width / 2 + x * scale
+        fill_rect(canvas, track_row - 15, cart_col - 25, track_row + 5, cart_col + 25, GREY)
+        pole_pixels = 2 * self.length * scale
+        for fraction in np.linspace(0.0, 1.0, 30):  # the pole as a row of discs from the hinge to its tip
+            row = track_row - 15 - fraction * pole_pixels * math.cos(theta)
+            col = cart_col + fraction * pole_pixels * math.sin(theta)
+            fill_disc(canvas, row, col, 4, BLUE)
+        return canvas
 
     @property
     def safe_set_definition(self) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 from gymnasium.envs.toy_text.cliffwalking import CliffWalkingEnv
 
+from sb3_safeq.envs._render import GREEN, RED, WHITE
 from sb3_safeq.envs._tabular import SafeTabularMixin
 
 CLIFF_REWARD = -100
@@ -34,7 +35,15 @@ class SafeCliffWalkingEnv(SafeTabularMixin, CliffWalkingEnv):
 
     def __init__(self, render_mode: str | None = None, is_slippery: bool = False) -> None:
         super().__init__(render_mode=render_mode, is_slippery=is_slippery)
+        self.grid_shape = self.shape
         self._build_safe_action_table(_enters_cliff)
+
+    def _cell_colors(self) -> np.ndarray:
+        """:return: the grid's colours: the cliff red, the goal green, the rest white, shape ``(4, 12, 3)``"""
+        colors = np.full((*self.shape, 3), WHITE, dtype=np.uint8)
+        colors[self._cliff] = RED
+        colors[self.shape[0] - 1, self.shape[1] - 1] = GREEN
+        return colors
 
     @property
     def safe_set_definition(self) -> str:

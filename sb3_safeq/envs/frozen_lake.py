@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import FrozenLakeEnv
 
+from sb3_safeq.envs._render import GREEN, RED, WHITE
 from sb3_safeq.envs._tabular import SafeTabularMixin
 
 HOLE = b"H"
@@ -47,7 +48,15 @@ class SafeFrozenLakeEnv(SafeTabularMixin, FrozenLakeEnv):
             reward_schedule=reward_schedule,
         )
         self._hole_states = np.asarray(self.desc).ravel() == HOLE
+        self.grid_shape = (int(self.nrow), int(self.ncol))
         self._build_safe_action_table(self._falls_into_hole)
+
+    def _cell_colors(self) -> np.ndarray:
+        """:return: the grid's colours: holes red, the goal green, ice white, shape ``(nrow, ncol, 3)``"""
+        colors = np.full((*self.grid_shape, 3), WHITE, dtype=np.uint8)
+        colors[self.desc == HOLE] = RED
+        colors[self.desc == b"G"] = GREEN
+        return colors
 
     @property
     def safe_set_definition(self) -> str:

@@ -9,9 +9,13 @@ episode starts.
 """
 
 import argparse
+import importlib
+import importlib.util
 import os
+from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 import yaml
@@ -29,18 +33,28 @@ from sb3_safeq.common.evaluation import SafeEvaluation, evaluate_safe_policy
 from sb3_safeq.zoo.errors import ZooUsageError
 from sb3_safeq.zoo.evaluation import predict_takes_support
 from sb3_safeq.zoo.registration import register_algos
-from sb3_safeq.zoo.train import DEFAULT_ALGO, DEFAULT_ENV, check_env_id, import_env_packages
+from sb3_safeq.zoo.train import DEFAULT_ALGO, DEFAULT_ENV, DEFAULT_NUM_THREADS, check_env_id, import_env_packages
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sb3-safeq enjoy", description=__doc__)
+def _parser(prog: str = "sb3-safeq enjoy", description: str | None = __doc__) -> argparse.ArgumentParser:
+    """
+    :param prog: the command's name, for the help and the messages
+    :param description: the help's description
+    :return: the parser of the options of ``python -m rl_zoo3.enjoy`` (``--num-threads`` defaults to one thread)
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--env", help="environment ID", type=EnvironmentName, default=DEFAULT_ENV)
     parser.add_argument("-f", "--folder", help="log folder (as given to train)", type=str, default="logs")
     parser.add_argument("--algo", help="RL algorithm", default=DEFAULT_ALGO, type=str, choices=list(ALGOS))
     parser.add_argument(
         "-n", "--n-timesteps", help="steps to play (whole episodes: none starts after)", default=1000, type=int
     )
-    parser.add_argument("--num-threads", help="number of threads for PyTorch (-1: default)", default=-1, type=int)
+    parser.add_argument(
+        "--num-threads",
+        help="number of threads for PyTorch (-1: torch's default)",
+        default=DEFAULT_NUM_THREADS,
+        type=int,
+    )
     parser.add_argument("--n-envs", help="number of environments", default=1, type=int)
     parser.add_argument("--exp-id", help="experiment ID (0: latest, -1: no exp folder)", default=0, type=int)
     parser.add_argument("--verbose", help="verbose mode (0: summary only, 1: every episode)", default=1, type=int)
@@ -150,22 +164,40 @@ def replay(
     return played
 
 
-def enjoy(argv: list[str]) -> None:
-    """
-    Load a trained model, replay it and print the return, the episode length and the unsafe visits.
+@dataclass
+class LoadedModel:
+    """A trained model found the way rl-zoo3 finds it, with its test environment and how to act in it."""
 
-    :param argv: the arguments after ``enjoy``
+    #: the model
+    model: Any
+    #: the test environment (rl-zoo3's ``create_test_env``, with the training's wrappers and normalisation)
+    env: VecEnv
+    #: deterministic actions
+    deterministic: bool
+    #: pass the safe support of the current observations to ``predict``
+    use_masks: bool
+    #: rl-zoo3's name of the model (``final-model-safeq-LavaGrid-v0``, ``best-model-...``), for file names
+    name: str
+    #: the run's folder (``logs/<algo>/<env>_<id>``)
+    log_path: str
+
+
+def load_trained_model(args: argparse.Namespace, render_mode: str | None = None) -> LoadedModel:
     """
-    # The --algo choices come from rl-zoo3's table, so register first; sb3_safeq registers the environment ids.
-    register_algos()
-    args = _parser().parse_args(argv)
+    Find, load and set up a model trained with ``sb3-safeq train`` from parsed :func:`_parser` options.
+
+    :param args: the parsed options
+    :param render_mode: the environment's ``render_mode`` (``rgb_array`` to record a video); None: ``human`` unless
+        ``--no-render``
+    :return: the model, its test environment and how to act in it
+    """
     import_env_packages(args.gym_packages)
     env_name: EnvironmentName = args.env
     check_env_id(env_name.gym_id)
     if args.n_timesteps < 1:
         raise ZooUsageError(f"-n/--n-timesteps={args.n_timesteps} must be >= 1.")
     try:
-        _, model_path, log_path = get_model_path(
+        name, model_path, log_path = get_model_path(
             args.exp_id,
             args.folder,
             args.algo,
@@ -189,6 +221,10 @@ def enjoy(argv: list[str]) -> None:
     stats_path = os.path.join(log_path, env_name)
     hyperparams, maybe_stats_path = get_saved_hyperparams(stats_path, norm_reward=args.norm_reward, test_mode=True)
     env_kwargs = _env_kwargs(hyperparams, log_path, env_name, args)
+    if render_mode is not None:
+        env_kwargs["render_mode"] = render_mode
+    elif not args.no_render:
+        check_human_rendering(env_name.gym_id, env_kwargs)
     env = create_test_env(
         env_name.gym_id,
         n_envs=args.n_envs,
@@ -215,20 +251,75 @@ def enjoy(argv: list[str]) -> None:
     is_minigrid = ExperimentManager.is_minigrid(env_name.gym_id)
     deterministic = not (args.stochastic or ((is_atari or is_minigrid) and not args.deterministic))
     use_masks = not args.no_support and predict_takes_support(model, env.action_space)
+    return LoadedModel(model, env, deterministic, use_masks, name, log_path)
+
+
+def check_human_rendering(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """
+    :param env_id: the environment id
+    :param env_kwargs: its keyword arguments
+    :raises ZooUsageError: when the environment cannot open a window (no ``human`` render mode, or gymnasium's
+        pygame renderer not installed): one line naming ``--no-render``, ``record_video`` and the fix
+    """
+    if "render_mode" in env_kwargs:
+        return
+    render_modes = _metadata_render_modes(env_id)
+    if "human" not in render_modes:
+        raise ZooUsageError(
+            f"{env_id} cannot be shown in a window (its render modes: {', '.join(render_modes) or 'none'}): pass "
+            "--no-render, or record a video with `sb3-safeq record_video` (rgb_array frames)."
+        )
+    if importlib.util.find_spec("pygame") is None:
+        raise ZooUsageError(
+            f"showing {env_id} in a window needs pygame, which is not installed: install the 'render' extra "
+            '(pip install "sb3-safeq[render]"), pass --no-render, or record a video with `sb3-safeq record_video`.'
+        )
+
+
+def _metadata_render_modes(env_id: str) -> list[str]:
+    """:return: the ``render_modes`` of the environment class's metadata (without building the environment)"""
+    entry_point = gym.spec(env_id).entry_point
+    if callable(entry_point):
+        env_class: Any = entry_point
+    else:
+        module_name, class_name = str(entry_point).split(":")
+        env_class = getattr(importlib.import_module(module_name), class_name)
+    return list(getattr(env_class, "metadata", {}).get("render_modes", []))
+
+
+def enjoy(argv: list[str]) -> None:
+    """
+    Load a trained model, replay it and print the return, the episode length and the unsafe visits.
+
+    :param argv: the arguments after ``enjoy``
+    """
+    # The --algo choices come from rl-zoo3's table, so register first; sb3_safeq registers the environment ids.
+    register_algos()
+    args = _parser().parse_args(argv)
+    loaded = load_trained_model(args)
     try:
         played = replay(
-            model,
-            env,
+            loaded.model,
+            loaded.env,
             args.n_timesteps,
-            deterministic=deterministic,
-            use_masks=use_masks,
+            deterministic=loaded.deterministic,
+            use_masks=loaded.use_masks,
             render=not args.no_render,
             verbose=args.verbose,
             progress=args.progress,
         )
     finally:
-        env.close()
+        loaded.env.close()
+    print_summary(played, loaded.use_masks)
 
+
+def print_summary(played: SafeEvaluation, use_masks: bool) -> None:
+    """
+    Print what :func:`replay` played.
+
+    :param played: the episodes
+    :param use_masks: whether the safe support was passed to ``predict``
+    """
     n_steps = sum(played.episode_lengths)
     support = "passed to predict" if use_masks else "not passed to predict"
     print(f"{len(played.episode_returns)} Episodes, {n_steps} steps, safe support {support}")

@@ -1,12 +1,15 @@
 """
 ``sb3-safeq train``: rl-zoo3's training script (every option of ``python -m rl_zoo3.train``), with SafeSupportQ and
-MaskablePPO registered, the packaged hyperparameter files, evaluation inside the safe support and an embedded Optuna
+MaskablePPO registered, the packaged hyperparameter files, safety recorded for every algorithm (``safety/*`` in
+TensorBoard and the CSV log, cost and unsafe visits in ``monitor.csv`` and in the evaluations of ``--eval-freq``; see
+:mod:`sb3_safeq.zoo.experiment`), one torch thread unless ``--num-threads`` says otherwise, and an embedded Optuna
 store by default.
 """
 
 import argparse
 import difflib
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,10 +21,17 @@ from huggingface_sb3 import EnvironmentName
 from sb3_safeq.zoo.config import check_hyperparameter_names, packaged_conf_file, read_env_hyperparams
 from sb3_safeq.zoo.errors import ZooUsageError
 from sb3_safeq.zoo.evaluation import use_support_in_evaluation
+from sb3_safeq.zoo.experiment import use_safe_experiment_manager
 from sb3_safeq.zoo.registration import register_algos
 
 DEFAULT_ALGO = "safeq"
 DEFAULT_ENV = "SafeCliffWalking-v0"
+#: torch threads when ``--num-threads`` is not given (rl-zoo3's own default, -1, keeps torch's: one per core). The
+#: networks are small: extra threads only add synchronisation, and on a loaded machine they cost a factor of 10 or
+#: more (README, "Threads").
+DEFAULT_NUM_THREADS = 1
+#: The entry point's own switch, removed before rl-zoo3 parses the command line.
+NO_SAFETY_LOGGER = "--no-safety-logger"
 
 
 def _known_options() -> argparse.ArgumentParser:
@@ -38,6 +48,8 @@ def _known_options() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=None)
     parser.add_argument("-f", "--log-folder", default="logs")
     parser.add_argument("--gym-packages", nargs="+", default=[])
+    parser.add_argument("--num-threads", type=int, default=None)
+    parser.add_argument("-tb", "--tensorboard-log", default="")
     return parser
 
 
@@ -102,7 +114,11 @@ def prepare_arguments(argv: list[str]) -> list[str]:
     check_algo(args.algo)
     check_env_id(args.env)
 
+    if args.tensorboard_log:
+        check_tensorboard()
     extra = ["--algo", args.algo, "--env", args.env]
+    if args.num_threads is None:
+        extra += ["--num-threads", str(DEFAULT_NUM_THREADS)]
     conf_file = args.conf_file
     packaged = packaged_conf_file(args.algo)
     if conf_file is None and packaged is not None:
@@ -127,6 +143,18 @@ def prepare_arguments(argv: list[str]) -> list[str]:
             extra += ["--study-name", study_name]
         print(f"Optuna study {study_name!r} in {storage}")
     return [*argv, *extra]
+
+
+def check_tensorboard() -> None:
+    """
+    :raises ZooUsageError: when ``-tb`` is given and TensorBoard is not installed (SB3 would fail with a traceback
+        after the environments were built)
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ZooUsageError(
+            "-tb/--tensorboard-log needs TensorBoard, which is not installed: install the 'zoo' extra "
+            '(pip install "sb3-safeq[zoo]") or pip install tensorboard.'
+        )
 
 
 def check_storage(url: str) -> None:
@@ -156,11 +184,19 @@ def train(argv: list[str]) -> None:
 
     :param argv: the arguments after ``train`` (any option of ``python -m rl_zoo3.train``)
     """
+    log_safety = NO_SAFETY_LOGGER not in argv
+    argv = [argument for argument in argv if argument != NO_SAFETY_LOGGER]
     if "-h" in argv or "--help" in argv:
         register_algos()
         zoo_argv = argv
+        print(
+            f"sb3-safeq train: rl-zoo3's options below, and {NO_SAFETY_LOGGER} (do not add the SafetyLoggerCallback: "
+            "no safety/* keys in TensorBoard and the CSV log for algorithms other than safeq). Default here: "
+            f"--num-threads {DEFAULT_NUM_THREADS}.\n"
+        )
     else:
         zoo_argv = prepare_arguments(argv)
     use_support_in_evaluation()
+    use_safe_experiment_manager(log_safety)
     sys.argv = ["sb3-safeq train", *zoo_argv]
     rl_zoo3.train.train()
