@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sb3-safeq-installed
 DOCS_STAMP := $(VENV)/.sb3-safeq-docs-installed
 
-.PHONY: demo test lint format docs clean
+.PHONY: demo test lint types format docs clean
 
 $(STAMP): setup.cfg pyproject.toml tools/install_torch.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sb3_safeq tests examples benchmarks tools docs/conf.py
 	$(BIN)/ruff format --check sb3_safeq tests examples benchmarks tools docs/conf.py
+
+# Static types of the package (mypy; its settings are in pyproject.toml).
+types: $(STAMP)
+	$(BIN)/mypy sb3_safeq
 
 # The documentation site (Sphinx + MyST, docs/conf.py) into docs/_build/html; every warning is an error. -E rereads
 # every page: autodoc does not notice docstring changes, and an incremental build would not repeat old warnings.

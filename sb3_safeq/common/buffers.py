@@ -160,7 +160,10 @@ class SafeReplayBuffer(SupportStorage, ReplayBuffer):
         self._store_supports(infos, supports, next_supports)
         super().add(obs, next_obs, action, reward, done, infos)
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> SafeReplayBufferSamples:
+    # SafeReplayBufferSamples is SB3's ReplayBufferSamples plus the supports (NamedTuples cannot subclass each other).
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray, env: VecNormalize | None = None
+    ) -> SafeReplayBufferSamples:
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
         if self.optimize_memory_usage:
             next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
@@ -169,10 +172,13 @@ class SafeReplayBuffer(SupportStorage, ReplayBuffer):
         # Time-limit truncations are not terminations: the target still bootstraps from them.
         dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
         supports, next_supports = self._sample_supports(batch_inds, env_indices)
+        observations = self._normalize_obs(self.observations[batch_inds, env_indices, :], env)
+        next_observations = self._normalize_obs(next_obs, env)
+        assert isinstance(observations, np.ndarray) and isinstance(next_observations, np.ndarray)  # a flat buffer
         return SafeReplayBufferSamples(
-            observations=self.to_torch(self._normalize_obs(self.observations[batch_inds, env_indices, :], env)),
+            observations=self.to_torch(observations),
             actions=self.to_torch(self.actions[batch_inds, env_indices, :]),
-            next_observations=self.to_torch(self._normalize_obs(next_obs, env)),
+            next_observations=self.to_torch(next_observations),
             dones=self.to_torch(dones.reshape(-1, 1)),
             rewards=self.to_torch(self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env)),
             supports=supports,

@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_safeq.common.buffers import SafeDictReplayBuffer, SupportStorage
+from sb3_safeq.common.buffers import SafeDictReplayBuffer, SafeReplayBuffer, SupportStorage
 from sb3_safeq.offline.errors import InvalidDatasetError
 from sb3_safeq.offline.transitions import AgentTransitions
 
@@ -73,7 +73,7 @@ def transitions_from_buffer(buffer: Any) -> AgentTransitions:
     :return: its transitions in agent units, the environments' columns one after another
     :raises InvalidDatasetError: for a buffer without supports, an empty one, or a memory-optimised one
     """
-    if not isinstance(buffer, SupportStorage) or isinstance(buffer, SafeDictReplayBuffer):
+    if not isinstance(buffer, SafeReplayBuffer):
         raise InvalidDatasetError(
             f"A {type(buffer).__name__} is no dataset for offline SafeSupportQ: it must be a SafeReplayBuffer, which "
             "stores the safe support of every observation (a DQN or SAC buffer stores none)."

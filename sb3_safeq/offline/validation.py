@@ -166,10 +166,11 @@ def _observations(array: Any, space: spaces.Space, n_transitions: int, name: str
     values = _rows(array, n_transitions, name)
     shape = get_obs_shape(space)
     assert isinstance(shape, tuple)
-    accepted = {(n_transitions, *shape), (n_transitions, *space.shape)}
+    space_shape = tuple(space.shape or ())
+    accepted = {(n_transitions, *shape), (n_transitions, *space_shape)}
     if values.shape not in accepted:
         raise InvalidDatasetError(
-            f"{name} has shape {values.shape}, expected {(n_transitions, *space.shape)} for the observation space "
+            f"{name} has shape {values.shape}, expected {(n_transitions, *space_shape)} for the observation space "
             f"{space!r}: the dataset must come from the model's environment."
         )
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
@@ -210,7 +211,7 @@ def _actions(array: Any, kind: SupportKind, n_transitions: int) -> np.ndarray:
                     f"actions must be integer indices of {space!r}, got dtype {values.dtype} with non-integral values."
                 )
         return values.astype(np.int64)
-    expected = (n_transitions, *space.shape)
+    expected = (n_transitions, *tuple(space.shape or ()))
     if values.shape != expected:
         raise InvalidDatasetError(
             f"actions has shape {values.shape}, expected {expected} for the action space {space!r}."

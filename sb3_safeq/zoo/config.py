@@ -111,7 +111,7 @@ def check_hyperparameter_names(names: Iterable[str], algo: str, algo_class: type
     :param algo_class: the algorithm class
     :param source: where the names come from (for the message)
     """
-    parameters = inspect.signature(algo_class.__init__).parameters
+    parameters = inspect.signature(algo_class).parameters  # the constructor's, without self
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
         return
     accepted = (set(parameters) | ZOO_KEYS) - COMMAND_LINE_KEYS - {"self", "_init_setup_model"}

@@ -32,4 +32,4 @@ def register_algos() -> None:
     for name, (algo_class, sampler, converter) in ZOO_ALGOS.items():
         rl_zoo3.ALGOS[name] = algo_class
         rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sampler
-        rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[name] = converter
+        rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER[name] = converter  # type: ignore[assignment]  # a dict of functions
