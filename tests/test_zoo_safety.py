@@ -193,10 +193,12 @@ def test_every_bundled_environment_renders_rgb_array_frames(env_id: str) -> None
 
 def test_an_environment_without_a_support_trains_as_in_rl_zoo3(tmp_path: Path) -> None:
     # No action_masks(): no default safety wrapper nor cost columns (they would fail), the logger still runs.
-    (tmp_path / "conf.yml").write_text("CartPole-v1:\n  n_timesteps: 100\n  policy: MlpPolicy\n")
+    # A fixed seed and 300 steps: the logs are printed when episodes end (every 4th), which a random seed could delay
+    # past a shorter run.
+    (tmp_path / "conf.yml").write_text("CartPole-v1:\n  n_timesteps: 300\n  policy: MlpPolicy\n")
     result = run_sb3_safeq(
-        "train", "--algo", "dqn", "--env", "CartPole-v1", "--conf-file", "conf.yml", "-n", "100", "-f", "logs",
-        cwd=tmp_path,
+        "train", "--algo", "dqn", "--env", "CartPole-v1", "--conf-file", "conf.yml", "-n", "300", "-f", "logs",
+        "--seed", "0", cwd=tmp_path,
     )  # fmt: skip
     assert_ok(result)
     assert "safety/" in result.stdout
