@@ -4,12 +4,16 @@ nested lists to ``predict``, zero-width action axes, rows of extreme scales and 
 action box. Containment is checked with the tests' own rule (1e-6 distance per row, exact box).
 """
 
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sb3_safeq import ConstrainedBox, SafeSupportQ, SafetyWrapper
+from sb3_safeq import ConstrainedBox, SafeSupportQ, SafetyWrapper, UniformPolytopeBehavior
 from sb3_safeq.common.supports.polytope import PolytopeSupport
 from tests.helpers import SMALL
 from tests.polytope_toy_envs import FixedPolytopeEnv, rows_contain
@@ -70,3 +74,25 @@ def test_sampled_and_shielded_actions_are_inside_rows_of_any_scale(
         shielded = kind.shield(action, support, rng)
         assert np.isfinite(shielded).all() and _inside(support, shielded[None])
         assert kind.contains(shielded, support)
+
+
+class _OutsideBehavior(UniformPolytopeBehavior):
+    """Draws the far corner of the action box: outside the half-plane a_0 + a_1 <= 0 of the test below."""
+
+    def sample(self, observations: Any, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
+        return th.ones(support.shape[0], n_samples, 2, dtype=support.dtype)
+
+
+def test_a_behavior_subclass_drawing_outside_the_polytope_is_an_error_not_projected() -> None:
+    def half_plane(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([[1.0, 1.0]]), np.array([0.0])
+
+    env = SafetyWrapper(gym.make("SafePointMass-v0"), safe_constraints_fn=half_plane, max_constraints=1)
+    model = SafeSupportQ("MlpPolicy", env, behavior=_OutsideBehavior(), learning_starts=100, seed=0)
+    with pytest.raises(ValueError, match="outside its polytope of safe actions by more than rounding explains"):
+        model.learn(5)
+    assert env.counters.out_of_support_actions == 0  # nothing outside was executed
+    # Rounding-sized excesses are still projected back inside.
+    stored = env.support_kind.validate(half_plane(env), "test")
+    nudged = env.support_kind.clip_actions(np.array([[0.25, -0.25 + 1e-6]]), stored[None])
+    assert nudged.sum() <= 1e-6 and env.support_kind.contains(nudged[0], stored)

@@ -46,6 +46,9 @@ from sb3_safeq.common.supports.polytope_utils import (
 
 #: Distinct sets of rows whose Chebyshev centre the kind remembers (see ``PolytopeSupport._centre_and_radius``).
 _CENTRE_CACHE_SIZE = 4096
+#: Fraction of the action range by which an action may leave its polytope through unit-conversion rounding (float32:
+#: about 1e-7) before :meth:`PolytopeSupport.clip_actions` calls it an error instead of projecting it back.
+_ROUNDING_SLACK = 1e-4
 
 
 def _is_matrix(value: Any) -> bool:
@@ -171,12 +174,28 @@ class PolytopeSupport(BoxSupport):
 
     def clip_actions(self, actions: np.ndarray, raw_supports: np.ndarray) -> np.ndarray:
         # Actions come out of the agent's units inside up to rounding; any that the stored (float32) rows do not
-        # contain within the tolerance is projected onto them (Euclidean projection, exact up to the tolerance).
+        # contain within the tolerance is projected onto them (Euclidean projection, exact up to the tolerance). An
+        # action farther out than rounding explains (or NaN) comes from a behavior or head that left the set: that is
+        # an error to report, not something to project away silently.
         actions = np.asarray(actions, dtype=np.float64)
         raw = np.asarray(raw_supports, dtype=np.float64)
         matrix, offsets = raw[:, :-1, :-1], raw[:, :-1, -1]
         clipped = np.clip(actions, self._low, self._high)
         inside = contains(matrix, offsets, clipped.astype(np.float32), self._low, self._high)
+        if not bool(inside.all()):
+            slack = _ROUNDING_SLACK * float(np.max(self._high - self._low))
+            box_excess = np.max(np.abs(actions - clipped), axis=-1)
+            norms = np.maximum(np.linalg.norm(matrix, axis=-1), 1e-300)
+            row_excess = np.max((np.einsum("bmd,bd->bm", matrix, clipped) - offsets) / norms, axis=-1)
+            far = ~inside & ~(np.maximum(box_excess, row_excess) <= slack)  # NaN counts as far
+            if far.any():
+                first_far = int(np.flatnonzero(far)[0])
+                raise ValueError(
+                    f"Action {actions[first_far].tolist()} of state {first_far} lies outside its polytope of safe actions by "
+                    f"more than rounding explains ({_ROUNDING_SLACK:g} of the action range): a behavior policy's "
+                    "sample(), or a custom policy, drew outside the set. PolytopeBehaviorPolicy subclasses must "
+                    "draw inside {a in action box : A a <= b}."
+                )
         for index in np.flatnonzero(~inside):
             clipped[index] = project_onto_polytope(matrix[index], offsets[index], self._low, self._high, clipped[index])
         return clipped.astype(self.action_space.dtype)
