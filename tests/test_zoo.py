@@ -18,7 +18,8 @@ import yaml
 import sb3_safeq.zoo.hyperparams_opt as hyperparams_opt
 from sb3_safeq import SafeSupportQ, SafetyWrapper
 from sb3_safeq.envs import SAFE_DISCRETE_ENV_IDS
-from sb3_safeq.zoo.config import HYPERPARAMS_DIR
+from sb3_safeq.zoo.config import HYPERPARAMS_DIR, MissingEntryError, read_env_hyperparams
+from sb3_safeq.zoo.train import prepare_arguments
 from tests.toy_envs import RandomMaskEnv
 
 # Small budgets: every run below trains for a few hundred steps.
@@ -161,6 +162,29 @@ def test_bad_options_fail_with_a_clear_message(tmp_path: Path, arguments: list[s
     assert "sb3-safeq train: error:" in result.stderr and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_id", "reference"),
+    [("dqn", "CartPole-v1", "SafeCliffWalking-v0"), ("safeq", "Pendulum-v1", "SafePointMass-v0")],
+)
+def test_a_missing_entry_comes_with_an_entry_to_copy_that_works(
+    tmp_path: Path, algo: str, env_id: str, reference: str
+) -> None:
+    with pytest.raises(MissingEntryError, match=f"has no entry for {env_id}") as error:
+        prepare_arguments(["--algo", algo, "--env", env_id])
+    message = str(error.value)
+    assert f"the entry of {reference}" in message
+    template = message.split("): ", 1)[1]
+    conf_file = tmp_path / "mine.yml"
+    conf_file.write_text(template + "\n")
+    copied = read_env_hyperparams(conf_file, env_id)  # valid YAML with an entry for the environment
+    assert copied is not None
+    packaged = read_env_hyperparams(HYPERPARAMS_DIR / f"{algo}.yml", reference)
+    assert packaged is not None
+    # The reference's settings, without the wrapper the experiment manager adds where the environment has a support.
+    assert copied == {key: value for key, value in packaged.items() if key not in ("env_wrapper", "monitor_kwargs")}
+    prepare_arguments(["--algo", algo, "--env", env_id, "--conf-file", str(conf_file)])  # accepted as it is
 
 
 def test_enjoy_without_a_trained_model_fails_with_a_clear_message(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ the algorithm gets the packaged entry of a bundled reference environment of the 
 which are tuned for Atari and MuJoCo budgets (DQN updates its target every 10,000 steps, for instance).
 """
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,15 +28,19 @@ from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_safeq.bench.errors import BenchConfigError
-from sb3_safeq.zoo.config import HYPERPARAMS_DIR, ZOO_KEYS, read_env_hyperparams
+from sb3_safeq.zoo.config import (
+    HYPERPARAMS_DIR,
+    REFERENCE_ENVS,
+    ZOO_KEYS,
+    action_kind,
+    entry_template,
+    read_env_hyperparams,
+)
 from sb3_safeq.zoo.errors import ZooUsageError
 
 if TYPE_CHECKING:
     from sb3_safeq.bench.algorithms import AlgoSpec
 
-#: The bundled environment whose packaged entries stand in for an environment no file has an entry for, per action
-#: space: Discrete actions (masks) get the cliff-walking settings (20k steps), Box actions the point-mass ones (10k).
-REFERENCE_ENVS = {"discrete": "SafeCliffWalking-v0", "box": "SafePointMass-v0"}
 #: The file whose entry gives the common step budget of an environment (every algorithm trains that many steps).
 BUDGET_FILE = "safeq"
 
@@ -117,14 +120,6 @@ def _read_entry(path: Path, env_id: str) -> dict[str, Any]:
     return dict(entry)
 
 
-def action_kind(action_space: spaces.Space) -> str:
-    """
-    :param action_space: an environment's action space
-    :return: ``"discrete"`` or ``"box"``: the key of :data:`REFERENCE_ENVS`
-    """
-    return "discrete" if isinstance(action_space, spaces.Discrete) else "box"
-
-
 @dataclass(frozen=True)
 class ResolvedEntry:
     """
@@ -168,15 +163,16 @@ def fallback_entry(
     return ResolvedEntry(entry, origin)
 
 
-def entry_template(env_id: str, entry: dict[str, Any]) -> str:
+def benchmark_entry_template(env_id: str, entry: dict[str, Any]) -> str:
     """
     :param env_id: the environment id
     :param entry: the hyperparameters to suggest (the fallback entry)
-    :return: a one-line YAML entry to copy into a hyperparameter file (the keys the benchmark reads)
+    :return: a one-line YAML entry to copy into a hyperparameter file (the keys the benchmark reads: it adds the
+        safety wrapper and the monitor itself)
     """
-    kept = {key: value for key, value in entry.items() if key == "n_timesteps" or key not in ZOO_KEYS}
-    flow = yaml.safe_dump({env_id: kept}, default_flow_style=True, sort_keys=False, width=math.inf)
-    return flow.strip().removeprefix("{").removesuffix("}")
+    return entry_template(
+        env_id, {key: value for key, value in entry.items() if key == "n_timesteps" or key not in ZOO_KEYS}
+    )
 
 
 def resolve_entry(
@@ -204,9 +200,9 @@ def resolve_entry(
     fallback = fallback_entry(spec, sources, env_spaces)
     if user_given:
         raise BenchConfigError(
-            f"{path} has no entry for {env_id} (nor a 'default' one), and the algorithm {spec.name} reads it. Add one, "
-            f"e.g. {entry_template(env_id, fallback.entry)} (the settings the benchmark uses for an environment "
-            "without entry), or pass another file."
+            f"{path} has no entry for {env_id} (nor a 'default' one), and the algorithm {spec.name} reads it. Add "
+            f"one, e.g. {benchmark_entry_template(env_id, fallback.entry)} (the settings the benchmark uses for an "
+            "environment without entry), or pass another file."
         )
     return ResolvedEntry(fallback.entry, f"{fallback.origin} ({env_id} has none)")
 
@@ -321,8 +317,8 @@ __all__ = [
     "REFERENCE_ENVS",
     "HyperparamSources",
     "ResolvedEntry",
+    "benchmark_entry_template",
     "constructor_kwargs",
-    "entry_template",
     "fallback_entry",
     "load_hyperparams",
     "parse_conf_files",

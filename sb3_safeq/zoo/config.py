@@ -2,11 +2,13 @@
 
 import difflib
 import inspect
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from gymnasium import spaces
 
 from sb3_safeq.zoo.errors import ZooUsageError
 
@@ -47,8 +49,35 @@ ZOO_KEYS = frozenset(
 COMMAND_LINE_KEYS = frozenset({"env", "seed", "verbose", "device", "tensorboard_log"})
 
 
+#: The bundled environment whose packaged entries stand in for an environment no file has an entry for, per action
+#: space: Discrete actions (masks) get the cliff-walking settings (20k steps), Box actions the point-mass ones (10k).
+REFERENCE_ENVS = {"discrete": "SafeCliffWalking-v0", "box": "SafePointMass-v0"}
+
+
 class HyperparameterFileError(ZooUsageError):
     """A hyperparameter file that rl-zoo3 could not use, with what is wrong and how to fix it."""
+
+
+class MissingEntryError(HyperparameterFileError):
+    """A hyperparameter file without an entry for the environment (nor a ``default`` one)."""
+
+
+def action_kind(action_space: spaces.Space) -> str:
+    """
+    :param action_space: an environment's action space
+    :return: ``"discrete"`` or ``"box"``: the key of :data:`REFERENCE_ENVS`
+    """
+    return "discrete" if isinstance(action_space, spaces.Discrete) else "box"
+
+
+def entry_template(env_id: str, entry: dict[str, Any]) -> str:
+    """
+    :param env_id: the environment id
+    :param entry: the hyperparameters to suggest
+    :return: a one-line YAML entry to copy into a hyperparameter file
+    """
+    flow = yaml.safe_dump({env_id: entry}, default_flow_style=True, sort_keys=False, width=math.inf)
+    return flow.strip().removeprefix("{").removesuffix("}")
 
 
 def packaged_conf_file(algo: str) -> Path | None:
@@ -86,7 +115,7 @@ def read_env_hyperparams(conf_file: str | Path, env_id: str) -> dict[str, Any] |
         )
     key = env_id if env_id in content else "default"
     if key not in content:
-        raise HyperparameterFileError(
+        raise MissingEntryError(
             f"The hyperparameter file {path} has no entry for {env_id} (nor a 'default' one); it has entries for: "
             f"{', '.join(map(str, content)) or 'nothing'}. Add one, or pass another file with --conf-file."
         )

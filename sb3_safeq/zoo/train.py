@@ -18,7 +18,15 @@ import rl_zoo3
 import rl_zoo3.train
 from huggingface_sb3 import EnvironmentName
 
-from sb3_safeq.zoo.config import check_hyperparameter_names, packaged_conf_file, read_env_hyperparams
+from sb3_safeq.zoo.config import (
+    REFERENCE_ENVS,
+    MissingEntryError,
+    action_kind,
+    check_hyperparameter_names,
+    entry_template,
+    packaged_conf_file,
+    read_env_hyperparams,
+)
 from sb3_safeq.zoo.errors import ZooUsageError
 from sb3_safeq.zoo.evaluation import use_support_in_evaluation
 from sb3_safeq.zoo.experiment import use_safe_experiment_manager
@@ -125,7 +133,10 @@ def prepare_arguments(argv: list[str]) -> list[str]:
         conf_file = str(packaged)
         extra += ["--conf-file", conf_file]
     conf_file = conf_file or str(zoo_conf_file(args.algo))  # the file rl-zoo3 will read
-    entry = read_env_hyperparams(conf_file, args.env)
+    try:
+        entry = read_env_hyperparams(conf_file, args.env)
+    except MissingEntryError as error:
+        raise MissingEntryError(f"{error} {suggested_entry(args.env, args.algo, conf_file)}") from error
     if entry is not None:
         overrides = [override.split(":", 1)[0] for override in args.hyperparams]
         source = f"{conf_file} (entry of {args.env}) and -params"
@@ -143,6 +154,39 @@ def prepare_arguments(argv: list[str]) -> list[str]:
             extra += ["--study-name", study_name]
         print(f"Optuna study {study_name!r} in {storage}")
     return [*argv, *extra]
+
+
+def suggested_entry(env_id: str, algo: str, conf_file: str) -> str:
+    """
+    :param env_id: an environment no entry of ``conf_file`` covers
+    :param algo: rl-zoo3 algorithm name
+    :param conf_file: the hyperparameter file rl-zoo3 would read
+    :return: a sentence with an entry to copy: the entry, in ``conf_file`` or else in the algorithm's packaged file, of
+        the bundled environment with the same kind of actions (:data:`~sb3_safeq.zoo.config.REFERENCE_ENVS`); empty
+        when neither file has one
+    """
+    env = gym.make(env_id)
+    try:
+        reference = REFERENCE_ENVS[action_kind(env.action_space)]
+    finally:
+        env.close()
+    packaged = packaged_conf_file(algo)
+    for path in (conf_file, packaged):
+        if path is None:
+            continue
+        try:
+            entry = read_env_hyperparams(path, reference)
+        except MissingEntryError:
+            continue
+        if entry is not None:
+            # The safety wrapper and its monitor columns are added by the experiment manager where the environment
+            # has a support; copied to an environment without one, the wrapper would refuse it.
+            kept = {key: value for key, value in entry.items() if key not in ("env_wrapper", "monitor_kwargs")}
+            return (
+                f"For example (the entry of {reference}, a bundled environment with the same kind of actions, in "
+                f"{path}): {entry_template(env_id, kept)}"
+            )
+    return ""
 
 
 def check_tensorboard() -> None:

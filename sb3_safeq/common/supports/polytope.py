@@ -191,10 +191,10 @@ class PolytopeSupport(BoxSupport):
             if far.any():
                 first_far = int(np.flatnonzero(far)[0])
                 raise ValueError(
-                    f"Action {actions[first_far].tolist()} of state {first_far} lies outside its polytope of safe actions by "
-                    f"more than rounding explains ({_ROUNDING_SLACK:g} of the action range): a behavior policy's "
-                    "sample(), or a custom policy, drew outside the set. PolytopeBehaviorPolicy subclasses must "
-                    "draw inside {a in action box : A a <= b}."
+                    f"Action {actions[first_far].tolist()} of state {first_far} lies outside its polytope of safe "
+                    f"actions by more than rounding explains ({_ROUNDING_SLACK:g} of the action range): a behavior "
+                    "policy's sample(), or a custom policy, drew outside the set. PolytopeBehaviorPolicy subclasses "
+                    "must draw inside {a in action box : A a <= b}."
                 )
         for index in np.flatnonzero(~inside):
             clipped[index] = project_onto_polytope(matrix[index], offsets[index], self._low, self._high, clipped[index])
