@@ -111,7 +111,7 @@ def test_no_safety_logger_switch_enjoy_window_error_video_and_cost_plot(tmp_path
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "--no-render" in result.stderr and "record_video" in result.stderr
 
-    # record_video: a model acting in the support (ppo_mask shares the flow; safeq is the one checked here).
+    # record_video: a model acting in the support, then a baseline.
     assert_ok(train("safeq", "LavaGrid-v0", tmp_path))
     videos = tmp_path / "videos"
     result = run_sb3_safeq(
@@ -134,6 +134,17 @@ def test_no_safety_logger_switch_enjoy_window_error_video_and_cost_plot(tmp_path
     assert "safe support passed to predict" in result.stdout and "Unsafe visits: 0" in result.stdout
     (video,) = videos.glob("*.mp4")
     assert video.name.startswith("final-model-safeq-LavaGrid-v0") and video.stat().st_size > 1000
+    # A registered baseline goes through the same flow (dqn acts on the whole action space, no support to pass).
+    baseline_videos = tmp_path / "baseline_videos"
+    result = run_sb3_safeq(
+        "record_video",
+        *("--algo", "dqn", "--env", "LavaGrid-v0", "--gym-packages", "lava_envs", "-f", "logs"),
+        *("-n", "40", "-o", str(baseline_videos)),
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    (video,) = baseline_videos.glob("*.mp4")
+    assert video.name.startswith("final-model-dqn-LavaGrid-v0") and video.stat().st_size > 1000
 
     png = tmp_path / "plots" / "cost.png"
     result = run_sb3_safeq(
