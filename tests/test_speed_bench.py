@@ -35,3 +35,28 @@ def test_box_multiply_adds_grow_with_the_samples_and_shrink_with_shared_draws() 
     }
     assert counts[(8, False)] > counts[(4, False)] > counts[(4, True)]
     assert counts[(8, True)] < counts[(8, False)]
+
+
+def test_sweep_over_the_number_of_actions(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    arguments = ("--sweep", "n_actions", "--values", "4", "32", "--train-freq", "4", "--batch-size", "8")
+    table = _table(capsys, monkeypatch, *arguments)
+    # The header row is dropped by _table; one row per value, each timed against DQN.
+    assert set(table) == {"4", "32"}
+    for baseline, ours, ratio, per_repeat, bound in table.values():
+        assert baseline.endswith("(DQN)") and float(ours) > 0 and float(ratio) > 0 and per_repeat
+        assert 0.2 < float(bound) < 1.0
+
+
+def test_sweep_builds_each_point() -> None:
+    common = {"batch_size": 64, "policy_kwargs": {"net_arch": [64, 64]}}
+    env, point, n = speed.sweep_point("width", 256, "SafePointMass-v0", common, 16)
+    assert env == "SafePointMass-v0" and point["policy_kwargs"]["net_arch"] == [256, 256] and n == 16
+    assert common["policy_kwargs"]["net_arch"] == [64, 64]  # the shared settings are not modified
+    env, point, n = speed.sweep_point("n_actions", 128, "SafePointMass-v0", common, 16)
+    built = env()  # type: ignore[operator]
+    assert built.action_space.n == 128 and built.reset(seed=0)[0].shape == (8,)
+    assert built.action_masks().any()
+    assert speed.sweep_point("n_samples", 64, "SafePointMass-v0", common, 16)[2] == 64
+    assert speed.sweep_point("batch_size", 1024, "SafePointMass-v0", common, 16)[1]["batch_size"] == 1024
+    with pytest.raises(ValueError, match="Unknown sweep"):
+        speed.sweep_point("gamma", 1, "SafePointMass-v0", common, 16)
