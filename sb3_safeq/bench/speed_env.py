@@ -51,10 +51,10 @@ class MaskedActionsEnv(gym.Env[np.ndarray, np.int64]):
         return self._observation.copy(), {"cost": 0.0}
 
     def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
-        action = int(action)
+        index = int(action)
         target = (self._observation[0] + 1.0) / 2.0 * (self.n_actions - 1)
-        reward = -abs(action - target) / self.n_actions
-        cost = 0.0 if self._mask[action] else 1.0
+        reward = -abs(index - target) / self.n_actions
+        cost = 0.0 if self._mask[index] else 1.0
         self._elapsed += 1
         self._draw_state()
         return self._observation.copy(), float(reward), False, self._elapsed >= self.episode_length, {"cost": cost}
