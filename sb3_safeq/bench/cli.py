@@ -6,6 +6,7 @@ Your own environments: --gym-packages; your own algorithms: --algo-module (docs/
     sb3-safeq bench --quick
     sb3-safeq bench --envs SafeCliffWalking-v0 SafePointMass-v0 --seeds 5 --jobs 2 --out bench_results/full
     sb3-safeq bench --gym-packages my_envs --envs MyEnv-v0 --algos safeq dqn_shield ppo_mask --hyperparams-dir my_hp
+    sb3-safeq bench --executor ray --address auto --seeds 10 --out bench_results/cluster   # on a Ray cluster's head
 """
 
 import argparse
@@ -17,6 +18,7 @@ from typing import Any
 
 from sb3_safeq.bench.algorithms import ALGORITHMS, DEFAULT_ALGOS, AlgoSpec, env_action_space, get_algo
 from sb3_safeq.bench.errors import BenchConfigError
+from sb3_safeq.bench.executors import EXECUTOR_NAMES, make_executor
 from sb3_safeq.bench.hyperparams import (
     HyperparamSources,
     make_env_spaces,
@@ -101,7 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each algorithm for the n_timesteps of its own hyperparameter file (default: every algorithm gets "
         "the n_timesteps of the environment's entry in safeq.yml, so that all compare at equal steps)",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one fresh process per run)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel runs, one fresh process each: local, the processes (default 1); ray, a cap on the runs at "
+        "once (default: as many as the cluster's CPUs take)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        default="local",
+        help="where the runs execute: processes of this machine, or Ray tasks (a cluster with --address, else a Ray "
+        'instance started on this machine; pip install "sb3-safeq[ray]"); this process writes the results either way',
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster to run on (--executor ray): auto (the one `ray start` joined on this machine), "
+        "host:port of its head, or ray://host:10001",
+    )
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
     parser.add_argument("--calib-episodes", type=int, default=5, help="episodes of the value calibration")
     parser.add_argument("--curve-points", type=int, default=10, help="evaluations along training")
@@ -132,9 +153,11 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
         hyperparams_dir=None if args.hyperparams_dir is None else str(args.hyperparams_dir),
     )
     _check_sources(sources, specs)
-    numbers = [("--seeds", args.seeds), ("--jobs", args.jobs), ("--eval-episodes", args.eval_episodes)]
+    numbers = [("--seeds", args.seeds), ("--eval-episodes", args.eval_episodes)]
     numbers += [
-        (name, value) for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps)) if value is not None
+        (name, value)
+        for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps), ("--jobs", args.jobs))
+        if value is not None
     ]
     for name, value in numbers:
         if value < 1:
@@ -275,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.report_only:
             tasks = make_tasks(args)
+            executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
             lock = acquire_folder_lock(args.out)
             keys_before = {row_key(row) for row in read_rows(args.out / "runs.csv")}
             try:
-                run_benchmark(tasks, args.out, jobs=args.jobs, progress=not args.no_progress)
+                run_benchmark(tasks, args.out, progress=not args.no_progress, executor=executor)
             finally:  # also after failed runs: the others are in runs.csv
                 new_runs = sum(row_key(row) not in keys_before for row in read_rows(args.out / "runs.csv"))
                 if new_runs > 0:
