@@ -46,6 +46,7 @@ PROVIDERS = {
     "moviepy": "moviepy",
     "tensorboard": "tensorboard",
     "ray": "ray",
+    "filelock": "filelock",
 }
 #: Modules a subpackage imports only for one option, from an extra of their own: module -> (subpackage, extra).
 #: The option's own error names the extra (``--executor ray``: ``pip install "sb3-safeq[ray]"``).

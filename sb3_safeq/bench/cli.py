@@ -10,11 +10,12 @@ Your own environments: --gym-packages; your own algorithms: --algo-module (docs/
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from sb3_safeq.bench.algorithms import ALGORITHMS, DEFAULT_ALGOS, AlgoSpec, env_action_space, get_algo
 from sb3_safeq.bench.errors import BenchConfigError
@@ -32,6 +33,8 @@ from sb3_safeq.bench.runner import RunTask, importing_callers_script, read_rows,
 from sb3_safeq.zoo.config import check_hyperparameter_names
 from sb3_safeq.zoo.errors import ZooUsageError
 
+#: The lock file of a results folder (see :func:`acquire_folder_lock`).
+LOCK_FILE = ".bench.lock"
 #: Default environments (every bundled safe environment).
 DEFAULT_ENVS = (
     "SafeCliffWalking-v0",
@@ -244,34 +247,25 @@ def _check_hyperparameters(
         raise BenchConfigError(str(error)) from error
 
 
-def acquire_folder_lock(out_dir: Path) -> Path:
+def acquire_folder_lock(out_dir: Path) -> FileLock:
     """
     Take the results folder for this invocation: two invocations appending to one ``runs.csv`` while one of them
-    rewrites it in its report could lose rows. A lock left by a process that no longer exists is taken over.
+    rewrites it in its report could lose rows. The lock (``.bench.lock``, an OS file lock) ends with its process, so a
+    killed invocation leaves no stale lock behind.
 
     :param out_dir: the results folder
-    :return: the lock file (remove it when done)
+    :return: the held lock (release it when done)
+    :raises BenchConfigError: another invocation holds it
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = out_dir / ".bench.lock"
-    for _ in range(2):
-        try:
-            with lock.open("x") as stream:
-                stream.write(str(os.getpid()))
-            return lock
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or "0")
-                os.kill(owner, 0)  # raises when no such process exists
-            except (ValueError, ProcessLookupError):
-                lock.unlink(missing_ok=True)  # stale: its owner is gone
-                continue
-            except PermissionError:
-                pass  # the process exists (another user's)
-            raise BenchConfigError(
-                f"Another sb3-safeq bench (pid {owner}) is writing to {out_dir}: wait for it, or use another --out."
-            ) from None
-    raise BenchConfigError(f"Cannot take {lock}; remove it if no sb3-safeq bench is running.")
+    lock = FileLock(out_dir / LOCK_FILE, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BenchConfigError(
+            f"Another sb3-safeq bench is writing to {out_dir}: wait for it, or use another --out."
+        ) from None
+    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 new_runs = sum(row_key(row) not in keys_before for row in read_rows(args.out / "runs.csv"))
                 if new_runs > 0:
                     record_invocation(args.out, raw_argv, new_runs, time.perf_counter() - start)
-                lock.unlink(missing_ok=True)
+                lock.release()
     except BenchConfigError as error:
         print(f"sb3-safeq bench: error: {error}", file=sys.stderr)
         return 2
