@@ -56,6 +56,21 @@ def _rows(out: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(row["algo"], row["seed"]): row for row in csv.DictReader(stream)}
 
 
+def test_without_ray_the_executor_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sb3_safeq.bench.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
+    argv = ["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--no-progress", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--executor", "ray"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and 'pip install "sb3-safeq[ray]"' in error
+    assert main([*argv, "--address", "auto"]) == 2  # an address is the Ray cluster's
+    assert "--address is the Ray cluster's: it needs --executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
 def test_ray_runs_the_same_rows_as_local_processes(ray_module: Any, tmp_path: Path) -> None:
     quiet: dict[str, Any] = {"progress": False, "log": lambda message: None}
     run_benchmark(_tasks(tmp_path / "local"), tmp_path / "local", executor=LocalExecutor(jobs=2), **quiet)
