@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from sb3_safeq.bench.algorithms import (
     ALGORITHMS,
@@ -364,18 +365,17 @@ def test_calibration_keeps_only_states_with_a_complete_enough_return(
 
 
 def test_a_folder_in_use_by_another_invocation_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import os
-
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".bench.lock").write_text(str(os.getppid()))  # a live process holds it
-    assert main(["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--no-progress", "--out", str(out)]) == 2
-    assert f"pid {os.getppid()}) is writing to {out}" in capsys.readouterr().err
-    # A lock whose process is gone is stale: taken over, and removed at the end.
-    (out / ".bench.lock").write_text("999999999")
     args = ["--envs", ENV, "--algos", "behavior", "--seeds", "1", "--eval-episodes", "1", "--calib-episodes", "1"]
+    with FileLock(out / ".bench.lock"):  # another invocation holds it
+        assert main([*args, "--no-progress", "--out", str(out)]) == 2
+    assert f"Another sb3-safeq bench is writing to {out}" in capsys.readouterr().err
+    assert not (out / "runs.csv").exists()
+    # A lock file whose holder is gone (here: released; a killed process releases it too) is no obstacle.
     assert main([*args, "--no-progress", "--out", str(out)]) == 0
-    assert not (out / ".bench.lock").exists() and len(_rows(out)) == 1
+    assert len(_rows(out)) == 1
+    assert FileLock(out / ".bench.lock", blocking=False).acquire()  # released at the end
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="needs /proc to find the worker processes")
@@ -415,7 +415,7 @@ def test_sigterm_stops_the_workers_and_keeps_the_folder_resumable(tmp_path: Path
     while marked_processes() and time.monotonic() < deadline:  # the forkserver exits once its pipe closes
         time.sleep(0.5)
     assert marked_processes() == []
-    assert not (out / ".bench.lock").exists()
+    assert FileLock(out / ".bench.lock", blocking=False).acquire()  # released
 
 
 def test_runs_csv_is_replaced_atomically(tmp_path: Path) -> None:

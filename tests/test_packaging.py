@@ -45,7 +45,12 @@ PROVIDERS = {
     "minari": "minari",
     "moviepy": "moviepy",
     "tensorboard": "tensorboard",
+    "ray": "ray",
+    "filelock": "filelock",
 }
+#: Modules a subpackage imports only for one option, from an extra of their own: module -> (subpackage, extra).
+#: The option's own error names the extra (``--executor ray``: ``pip install "sb3-safeq[ray]"``).
+OPTIONAL_IMPORTS = {"ray": ("bench", "ray")}
 
 
 def _requirement_names(lines: str) -> set[str]:
@@ -103,7 +108,11 @@ def test_every_import_is_a_requirement_of_the_base_or_the_extra(extra: str) -> N
     in_extra = _requirement_names(config["options.extras_require"][extra])
     for module, importers in sorted(_imports_of(extra).items()):
         assert module in PROVIDERS, f"{module} (imported by {sorted(importers)}): which requirement provides it?"
-        if PROVIDERS[module] not in base:
+        if module in OPTIONAL_IMPORTS and OPTIONAL_IMPORTS[module][0] == extra:
+            option_extra = OPTIONAL_IMPORTS[module][1]
+            assert PROVIDERS[module] in _requirement_names(config["options.extras_require"][option_extra])
+            assert PROVIDERS[module] in _requirement_names(config["options.extras_require"]["tests"])
+        elif PROVIDERS[module] not in base:
             assert module in EXTRA_MODULES[extra], f"{module} (imported by {sorted(importers)}) is not in {extra}"
     for module in EXTRA_MODULES[extra]:
         assert PROVIDERS[module] in in_extra, f"the {extra} extra of setup.cfg lacks {PROVIDERS[module]} ({module})"

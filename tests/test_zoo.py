@@ -260,6 +260,25 @@ def test_evaluation_in_the_support_never_leaves_it() -> None:
         evaluate_policy(model, vec_env, n_eval_episodes=4)
 
 
+def test_optuna_trials_evaluate_in_the_support(tmp_path: Path) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_safeq.zoo.experiment import SafeTrialEvalCallback
+
+    # rl-zoo3's objective reports every evaluation to the trial: here made inside the masks (RandomMaskEnv raises on
+    # an action outside its mask, which the untrained extraction head would take), with the cost recorded.
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    model = SafeSupportQ("MlpPolicy", RandomMaskEnv(), learning_starts=10, seed=0, policy_kwargs={"net_arch": [8]})
+    eval_env = make_vec_env(RandomMaskEnv, n_envs=1, wrapper_class=SafetyWrapper)
+    callback = SafeTrialEvalCallback(eval_env, trial, n_eval_episodes=2, eval_freq=10, log_path=str(tmp_path))
+    model.learn(30, callback=callback)
+    assert callback.eval_idx == 3 and not callback.is_pruned
+    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3]
+    assert callback.evaluations_unsafe_visits == [0, 0, 0]  # SafeEvalCallback's record, in evaluations.npz too
+    assert set(np.load(tmp_path / "evaluations.npz")) >= {"results", "costs", "unsafe_visits"}
+
+
 @pytest.mark.parametrize("n_actions", [0, 2])
 def test_sampler_converts_back_what_it_sampled(n_actions: int) -> None:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))

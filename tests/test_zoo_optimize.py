@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -72,9 +73,14 @@ def assert_trials_from(study: optuna.Study, workers: set[str], per_worker: int) 
 
 def test_optimize_on_sqlite_then_train_with_a_trial(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert_ok(run_cli(*OPTIMIZE, "--storage", storage, "--study-name", "cliff", cwd=tmp_path))
+    trial_logs = ["--optimization-log-path", "trials"]
+    assert_ok(run_cli(*OPTIMIZE, *trial_logs, "--storage", storage, "--study-name", "cliff", cwd=tmp_path))
     study = load_study(storage, "cliff")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    # The trials were evaluated by SafeTrialEvalCallback: inside the support, with the safety record.
+    for evaluations in sorted((tmp_path / "trials").glob("trial_*/evaluations.npz")):
+        assert list(np.load(evaluations)["unsafe_visits"]) == [0]
+    assert len(list((tmp_path / "trials").glob("trial_*/evaluations.npz"))) == 2
     assert list((tmp_path / "logs" / "safeq").glob("report_SafeCliffWalking-v0_2-trials-200-*.csv"))
 
     # rl-zoo3 reloads a trial's hyperparameters through our converter (it ignores --trial-id 0: trial 1 it is).

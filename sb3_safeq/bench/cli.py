@@ -6,17 +6,20 @@ Your own environments: --gym-packages; your own algorithms: --algo-module (docs/
     sb3-safeq bench --quick
     sb3-safeq bench --envs SafeCliffWalking-v0 SafePointMass-v0 --seeds 5 --jobs 2 --out bench_results/full
     sb3-safeq bench --gym-packages my_envs --envs MyEnv-v0 --algos safeq dqn_shield ppo_mask --hyperparams-dir my_hp
+    sb3-safeq bench --executor ray --address auto --seeds 10 --out bench_results/cluster   # on a Ray cluster's head
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from sb3_safeq.bench.algorithms import ALGORITHMS, DEFAULT_ALGOS, AlgoSpec, env_action_space, get_algo
 from sb3_safeq.bench.errors import BenchConfigError
+from sb3_safeq.bench.executors import EXECUTOR_NAMES, make_executor
 from sb3_safeq.bench.hyperparams import (
     HyperparamSources,
     make_env_spaces,
@@ -30,6 +33,8 @@ from sb3_safeq.bench.runner import RunTask, importing_callers_script, read_rows,
 from sb3_safeq.zoo.config import check_hyperparameter_names
 from sb3_safeq.zoo.errors import ZooUsageError
 
+#: The lock file of a results folder (see :func:`acquire_folder_lock`).
+LOCK_FILE = ".bench.lock"
 #: Default environments (every bundled safe environment).
 DEFAULT_ENVS = (
     "SafeCliffWalking-v0",
@@ -101,7 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="train each algorithm for the n_timesteps of its own hyperparameter file (default: every algorithm gets "
         "the n_timesteps of the environment's entry in safeq.yml, so that all compare at equal steps)",
     )
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (one fresh process per run)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel runs, one fresh process each: local, the processes (default 1); ray, a cap on the runs at "
+        "once (default: as many as the cluster's CPUs take)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        default="local",
+        help="where the runs execute: processes of this machine, or Ray tasks (a cluster with --address, else a Ray "
+        'instance started on this machine; pip install "sb3-safeq[ray]"); this process writes the results either way',
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster to run on (--executor ray): auto (the one `ray start` joined on this machine), "
+        "host:port of its head, or ray://host:10001",
+    )
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
     parser.add_argument("--calib-episodes", type=int, default=5, help="episodes of the value calibration")
     parser.add_argument("--curve-points", type=int, default=10, help="evaluations along training")
@@ -132,9 +156,11 @@ def make_tasks(args: argparse.Namespace) -> list[RunTask]:
         hyperparams_dir=None if args.hyperparams_dir is None else str(args.hyperparams_dir),
     )
     _check_sources(sources, specs)
-    numbers = [("--seeds", args.seeds), ("--jobs", args.jobs), ("--eval-episodes", args.eval_episodes)]
+    numbers = [("--seeds", args.seeds), ("--eval-episodes", args.eval_episodes)]
     numbers += [
-        (name, value) for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps)) if value is not None
+        (name, value)
+        for name, value in (("--steps", args.steps), ("--max-steps", args.max_steps), ("--jobs", args.jobs))
+        if value is not None
     ]
     for name, value in numbers:
         if value < 1:
@@ -221,34 +247,25 @@ def _check_hyperparameters(
         raise BenchConfigError(str(error)) from error
 
 
-def acquire_folder_lock(out_dir: Path) -> Path:
+def acquire_folder_lock(out_dir: Path) -> FileLock:
     """
     Take the results folder for this invocation: two invocations appending to one ``runs.csv`` while one of them
-    rewrites it in its report could lose rows. A lock left by a process that no longer exists is taken over.
+    rewrites it in its report could lose rows. The lock (``.bench.lock``, an OS file lock) ends with its process, so a
+    killed invocation leaves no stale lock behind.
 
     :param out_dir: the results folder
-    :return: the lock file (remove it when done)
+    :return: the held lock (release it when done)
+    :raises BenchConfigError: another invocation holds it
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = out_dir / ".bench.lock"
-    for _ in range(2):
-        try:
-            with lock.open("x") as stream:
-                stream.write(str(os.getpid()))
-            return lock
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or "0")
-                os.kill(owner, 0)  # raises when no such process exists
-            except (ValueError, ProcessLookupError):
-                lock.unlink(missing_ok=True)  # stale: its owner is gone
-                continue
-            except PermissionError:
-                pass  # the process exists (another user's)
-            raise BenchConfigError(
-                f"Another sb3-safeq bench (pid {owner}) is writing to {out_dir}: wait for it, or use another --out."
-            ) from None
-    raise BenchConfigError(f"Cannot take {lock}; remove it if no sb3-safeq bench is running.")
+    lock = FileLock(out_dir / LOCK_FILE, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BenchConfigError(
+            f"Another sb3-safeq bench is writing to {out_dir}: wait for it, or use another --out."
+        ) from None
+    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,15 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.report_only:
             tasks = make_tasks(args)
+            executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
             lock = acquire_folder_lock(args.out)
             keys_before = {row_key(row) for row in read_rows(args.out / "runs.csv")}
             try:
-                run_benchmark(tasks, args.out, jobs=args.jobs, progress=not args.no_progress)
+                run_benchmark(tasks, args.out, progress=not args.no_progress, executor=executor)
             finally:  # also after failed runs: the others are in runs.csv
                 new_runs = sum(row_key(row) not in keys_before for row in read_rows(args.out / "runs.csv"))
                 if new_runs > 0:
                     record_invocation(args.out, raw_argv, new_runs, time.perf_counter() - start)
-                lock.unlink(missing_ok=True)
+                lock.release()
     except BenchConfigError as error:
         print(f"sb3-safeq bench: error: {error}", file=sys.stderr)
         return 2

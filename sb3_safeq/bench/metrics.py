@@ -4,6 +4,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 #: Resamples of the bootstrap intervals.
 N_BOOTSTRAP = 2000
@@ -18,7 +19,7 @@ def bootstrap_ci(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float, float]:
     """
-    Mean and percentile bootstrap interval of the mean (NaN values are dropped).
+    Mean and percentile bootstrap interval of the mean (NaN values are dropped), by ``scipy.stats.bootstrap``.
 
     :param values: one value per seed
     :param confidence: coverage of the interval
@@ -33,11 +34,18 @@ def bootstrap_ci(
     mean = float(array.mean())
     if array.size == 1:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = array[rng.integers(0, array.size, size=(n_resamples, array.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return mean, float(low), float(high)
+    # Percentile, not SciPy's default BCa: the intervals of the published report were percentile ones, and BCa is
+    # undefined (NaN, with a warning) when every seed gives the same value, e.g. zero unsafe visits.
+    result = stats.bootstrap(
+        (array,),
+        np.mean,
+        n_resamples=n_resamples,
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def target_return(best: float, fraction: float = 0.9) -> float:

@@ -13,6 +13,7 @@ INVOCATIONS_FILE = "invocations.jsonl"
 
 
 def _cpu_model() -> str:
+    # Kept: SB3's get_system_info names the OS and the versions, not the CPU nor its cores.
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -23,14 +24,16 @@ def _cpu_model() -> str:
 
 
 def machine_description() -> str:
-    """:return: the CPU, its core count, the OS and the versions of Python, torch and Stable-Baselines3"""
-    import stable_baselines3
-    import torch as th
+    """
+    :return: the CPU and its core count, then what SB3's ``get_system_info`` reports (OS, versions of Python,
+        Stable-Baselines3, PyTorch, NumPy, Gymnasium, ..., GPU), on one line
+    """
+    from stable_baselines3.common.utils import get_system_info
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{_cpu_model()}, {cores} cores available, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, torch {th.__version__}, stable-baselines3 {stable_baselines3.__version__}"
+    system, _ = get_system_info(print_info=False)
+    return ", ".join(
+        [f"{_cpu_model()}", f"{cores} cores available", *(f"{key} {value}" for key, value in system.items())]
     )
 
 

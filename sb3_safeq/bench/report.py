@@ -209,6 +209,8 @@ def summary_table(runs: pd.DataFrame, invocations: list[dict[str, Any]] | None =
     ]
     best = best_safe_returns(runs)
     for env, env_runs in runs.groupby("env", sort=True):
+        # Kept: pandas' to_markdown needs tabulate (another dependency) and pads cells, which would rewrite every
+        # published table; the cells are preformatted strings, so a row is one f-string.
         lines += [
             f"## {env}",
             "",

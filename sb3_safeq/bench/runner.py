@@ -1,5 +1,6 @@
 """
-One benchmark run (train, evaluate, calibrate) in its own process, and the pool that runs them all, resumably.
+One benchmark run (train, evaluate, calibrate) in its own process, and the driver that runs them all on an executor
+(local processes or Ray) and records their results, resumably.
 """
 
 import contextlib
@@ -12,8 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from sb3_safeq.bench.calibration import (
     q_value_fn,
     tabular_q_error,
 )
+from sb3_safeq.bench.executors import Executor, LocalExecutor, RunLostError
 from sb3_safeq.bench.hyperparams import HyperparamSources, load_hyperparams, resolve_entry
 from sb3_safeq.bench.imports import import_user_modules
 from sb3_safeq.bench.induced import induced_predict_fn
@@ -90,7 +90,7 @@ class RunTask:
     :param algo: algorithm name (see :data:`~sb3_safeq.bench.algorithms.ALGORITHMS`)
     :param env: environment id
     :param seed: random seed
-    :param out_dir: the results folder (the run writes ``curves/<algo>__<env>__<seed>.json`` there)
+    :param out_dir: the results folder (the driver writes the run's ``curves/<algo>__<env>__<seed>.json`` there)
     :param steps: training steps (None: the hyperparameter file's ``n_timesteps``)
     :param eval_episodes: episodes of the final evaluation
     :param curve_points: number of evaluations along training (learning curve)
@@ -212,12 +212,26 @@ class LearningCurveCallback(BaseCallback):
         return True
 
 
-def run_one(task: RunTask) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunOutput:
+    """
+    What a run hands back to the driver, which alone writes the results folder (the run may be on another machine).
+
+    :param row: its row of ``runs.csv``
+    :param record: the JSON text of its learning curve, calibration pairs and hyperparameters
+        (``curves/<algo>__<env>__<seed>.json``)
+    """
+
+    row: dict[str, Any]
+    record: str
+
+
+def run_one(task: RunTask) -> RunOutput:
     """
     Train, evaluate and calibrate one algorithm on one environment with one seed (meant for a fresh process).
 
     :param task: the run
-    :return: one row of ``runs.csv``
+    :return: its row and its record, for the driver to write
     """
     import torch as th
 
@@ -327,15 +341,13 @@ def run_one(task: RunTask) -> dict[str, Any]:
             row["calib_soft_states"] = soft["n_states"]
     row["wall_time_s"] = time.perf_counter() - start
     row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    task.curve_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "task": asdict(task),
         "hyperparameters": hyperparameter_record(spec, task, kwargs, model),
         "curve": curve,
         "calibration": {"q_hat": calibration["q_hat"], "mc_return": calibration["mc_return"]},
     }
-    task.curve_path.write_text(json.dumps(payload, default=repr))
-    return row
+    return RunOutput(row=row, record=json.dumps(payload, default=repr))
 
 
 def hyperparameter_record(spec: AlgoSpec, task: RunTask, kwargs: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -417,30 +429,32 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _stopping_workers_on_exit(pool: ProcessPoolExecutor) -> Iterator[None]:
+def _sigterm_interrupts() -> Iterator[None]:
     """
-    Stop the pool's workers when the invocation is interrupted (Ctrl-C, or SIGTERM from ``kill`` or a job
-    scheduler, which reaches only this process): the workers are children of the forkserver, so they would otherwise
-    go on training, orphaned, with nobody to record their rows. Finished rows are already in ``runs.csv``.
-
-    :param pool: the pool of run processes
+    Turn SIGTERM (from ``kill`` or a job scheduler, which reaches only this process) into ``KeyboardInterrupt``, as
+    Ctrl-C: the executor then stops the runs still going, and the finished rows are already in ``runs.csv``.
     """
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
-    except BaseException:
-        # ProcessPoolExecutor has no public way to stop running workers before Python 3.14 (terminate_workers);
-        # its process table is emptied by shutdown, so it is read first.
-        workers = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in workers:
-            process.terminate()
-        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def record_output(task: RunTask, output: RunOutput, runs_csv: Path) -> None:
+    """
+    Write a finished run into the results folder: its record first, then its row (a row means the run is done).
+
+    :param task: the run
+    :param output: what it handed back
+    :param runs_csv: the folder's ``runs.csv``
+    """
+    task.curve_path.parent.mkdir(parents=True, exist_ok=True)
+    task.curve_path.write_text(output.record)
+    append_row(runs_csv, output.row)
 
 
 def importing_callers_script() -> bool:
@@ -460,16 +474,19 @@ def run_benchmark(
     jobs: int = 1,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    executor: Executor | None = None,
 ) -> list[dict[str, str]]:
     """
-    Run the tasks not yet in ``out_dir/runs.csv``, each in a fresh process, ``jobs`` at a time, appending each row
-    as it finishes (so an interrupted benchmark resumes where it stopped).
+    Run the tasks not yet in ``out_dir/runs.csv``, each in a fresh process, on an executor, and write each result as
+    it comes back (so an interrupted benchmark resumes where it stopped). This process is the only writer of the
+    folder, whichever executor runs the tasks.
 
     :param tasks: the runs
     :param out_dir: the results folder
-    :param jobs: parallel processes
+    :param jobs: parallel processes of the default executor
     :param progress: show a progress bar
     :param log: where to write progress messages
+    :param executor: where the runs execute (default: ``LocalExecutor(jobs)``); entered and closed here
     :return: all the rows of ``runs.csv`` (finished before or now); nothing in a run process importing the caller's
         script (see :func:`importing_callers_script`)
     """
@@ -494,37 +511,26 @@ def run_benchmark(
         rewrite_atomically(runs_csv, write_kept)
     done = {row_key(row) for row in kept}
     todo = [task for task in tasks if task.key not in done]
-    log(f"{len(tasks) - len(todo)} run(s) already finished (skipped), {len(todo)} to run with {jobs} process(es).")
     failures: list[str] = []
     if todo:
         from tqdm.auto import tqdm
 
-        # A fresh process per run: peak memory is the run's own, and no state leaks between runs.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["sb3_safeq.bench.runner"])
+        executor = executor if executor is not None else LocalExecutor(jobs)
         bar = tqdm(total=len(todo), disable=not progress, desc="bench", unit="run")
-        with (
-            ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool,
-            _stopping_workers_on_exit(pool),
-        ):
-            pending: dict[Future, RunTask] = {pool.submit(run_one, task): task for task in todo}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    task = pending.pop(future)
-                    try:
-                        append_row(runs_csv, future.result())
-                    except BrokenProcessPool:
-                        failures.append(
-                            f"{task.algo} on {task.env} (seed {task.seed}): its process ended without a result "
-                            "(killed, e.g. out of memory, or it exited while importing the calling script: a script "
-                            'that ends with sys.exit(main(...)) needs `if __name__ == "__main__":` around it)'
-                        )
-                    except Exception as error:  # a failed run is reported, the others go on
-                        failures.append(f"{task.algo} on {task.env} (seed {task.seed}): {error!r}")
-                    bar.update(1)
-                    bar.set_postfix_str(f"last: {task.algo}/{task.env}/{task.seed}")
+        with executor, _sigterm_interrupts():
+            skipped = len(tasks) - len(todo)
+            log(f"{skipped} run(s) already finished (skipped), {len(todo)} to run on {executor.describe()}.")
+            for task, outcome in executor.run(run_one, todo):
+                if isinstance(outcome, RunOutput):
+                    record_output(task, outcome, runs_csv)
+                else:
+                    reason = str(outcome) if isinstance(outcome, RunLostError) else repr(outcome)
+                    failures.append(f"{task.algo} on {task.env} (seed {task.seed}): {reason}")
+                bar.update(1)
+                bar.set_postfix_str(f"last: {task.algo}/{task.env}/{task.seed}")
         bar.close()
+    else:
+        log(f"{len(tasks)} run(s) already finished (skipped), 0 to run.")
     for failure in failures:
         log(f"FAILED: {failure}")
     if failures:
@@ -535,10 +541,12 @@ def run_benchmark(
 __all__ = [
     "COLUMNS",
     "LearningCurveCallback",
+    "RunOutput",
     "RunTask",
     "hyperparameter_record",
     "importing_callers_script",
     "make_env",
+    "record_output",
     "run_benchmark",
     "run_one",
 ]

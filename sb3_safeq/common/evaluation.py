@@ -3,13 +3,16 @@
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.env_util import is_wrapped
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, is_vecenv_wrapped
 
 from sb3_safeq.common.supports.base import COST_INFO_KEY
 from sb3_safeq.common.supports.errors import acting_without_support
@@ -72,7 +75,8 @@ def evaluate_safe_policy(
     The supports of the current observations are passed to ``model.predict`` when ``use_masks`` is set, as
     deployment with a safety layer would: ``action_masks=`` for Discrete actions, ``safe_bounds=(low, high)`` for Box
     actions. With ``use_masks=False`` the policy acts on its own (this measures what it learned about the support).
-    Episodes are counted as they finish, as SB3's ``evaluate_policy`` does with several environments.
+    The episodes are run by SB3's ``evaluate_policy`` (spread over several environments, and ended by ``Monitor``'s
+    episode record when there is one, as it does); its callback counts the costs and unsafe visits.
 
     :param model: anything with ``predict(observation, deterministic=..., action_masks=...)`` (Discrete actions) or
         ``predict(observation, deterministic=..., safe_bounds=...)`` (Box actions)
@@ -92,37 +96,46 @@ def evaluate_safe_policy(
     predict = predict_fn if predict_fn is not None else model.predict
     if not use_masks:
         predict = _without_support_warning(predict)
-    n_envs = env.num_envs
-    # Spread the episodes over the environments so that short episodes do not dominate (as SB3 does).
-    episode_targets = np.array([(n_eval_episodes + i) // n_envs for i in range(n_envs)], dtype=int)
-    episode_counts = np.zeros(n_envs, dtype=int)
-    current_returns = np.zeros(n_envs)
-    current_lengths = np.zeros(n_envs, dtype=int)
-    current_costs = np.zeros(n_envs)
-    result = SafeEvaluation()
-
     support_kind = make_support_kind(env.action_space) if use_masks else None
-    observations = env.reset()
-    while (episode_counts < episode_targets).any():
+    vec_env = env
+    # SB3's evaluate_policy runs the episodes (spread over the environments as it does) and counts the returns; it
+    # calls ``predict`` without the support, so the support is added here, read from the environments at each call.
+
+    def predict_in_support(
+        observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> tuple[np.ndarray, Any]:
         kwargs: dict[str, Any] = {"deterministic": deterministic}
         if support_kind is not None:
-            kwargs.update(support_kind.current_predict_kwargs(env))
-        actions, _ = predict(observations, **kwargs)
-        observations, rewards, dones, infos = env.step(actions)
-        current_returns += rewards
-        current_lengths += 1
-        for index in range(n_envs):
-            cost = float(infos[index].get(COST_INFO_KEY, 0.0))
-            if episode_counts[index] >= episode_targets[index]:
-                continue
-            current_costs[index] += cost
-            result.unsafe_visits += int(cost > 0)
-            if dones[index]:
-                result.episode_returns.append(float(current_returns[index]))
-                result.episode_lengths.append(int(current_lengths[index]))
-                result.episode_costs.append(float(current_costs[index]))
-                episode_counts[index] += 1
-                current_returns[index] = current_lengths[index] = current_costs[index] = 0
+            kwargs.update(support_kind.current_predict_kwargs(vec_env))
+        return predict(observation, **kwargs)
+
+    # SB3 ends an episode at Monitor's episode record when there is a Monitor (not at a "done" that is a lost life).
+    monitored = is_vecenv_wrapped(env, VecMonitor) or env.env_is_wrapped(Monitor)[0]
+    result = SafeEvaluation()
+    current_costs = np.zeros(env.num_envs)
+
+    def record_cost(local_vars: dict[str, Any], global_vars: dict[str, Any]) -> None:
+        # Called by evaluate_policy after each step of each environment still short of its episodes.
+        index, info = local_vars["i"], local_vars["info"]
+        cost = float(info.get(COST_INFO_KEY, 0.0))
+        current_costs[index] += cost
+        result.unsafe_visits += int(cost > 0)
+        if local_vars["done"] and (not monitored or "episode" in info):
+            result.episode_costs.append(float(current_costs[index]))
+            current_costs[index] = 0.0
+
+    returns, lengths = evaluate_policy(
+        SimpleNamespace(predict=predict_in_support),
+        env,
+        n_eval_episodes=n_eval_episodes,
+        deterministic=deterministic,
+        callback=record_cost,
+        return_episode_rewards=True,
+        warn=False,
+    )
+    assert isinstance(returns, list) and isinstance(lengths, list)  # return_episode_rewards=True
+    result.episode_returns = [float(value) for value in returns]
+    result.episode_lengths = [int(value) for value in lengths]
     return result
 
 

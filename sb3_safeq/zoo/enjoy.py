@@ -8,6 +8,8 @@ it; every other model acts on its own. Episodes are played whole: ``-n`` is the 
 episode starts.
 """
 
+# Kept, not rl_zoo3.enjoy: it calls predict without the safe support and counts no cost; it has no hook to add them.
+
 import argparse
 import importlib
 import importlib.util

@@ -2,18 +2,18 @@
 Evaluation inside the safe support for rl-zoo3's callbacks and for ``sb3-safeq enjoy``.
 
 rl-zoo3 evaluates with SB3's ``EvalCallback`` (during training) and its subclass ``TrialEvalCallback`` (the Optuna
-objective); both call ``stable_baselines3.common.callbacks.evaluate_policy``, which calls ``predict`` without the
-safe support. For algorithms whose ``predict`` takes it (SafeSupportQ; MaskablePPO for masks) that scores a policy
-acting without its safety layer. :func:`use_support_in_evaluation`, called by the train entry point only, points the
-callbacks at :func:`evaluate_in_support`, which evaluates such algorithms with
-:func:`~sb3_safeq.common.evaluation.evaluate_safe_policy` and leaves every other one to SB3's ``evaluate_policy``.
+objective); both call SB3's ``evaluate_policy``, which calls ``predict`` without the safe support. For algorithms
+whose ``predict`` takes it (SafeSupportQ; MaskablePPO for masks) that scores a policy acting without its safety
+layer. The train entry point replaces them by callbacks that evaluate as a safe deployment would, explicitly
+(:class:`~sb3_safeq.zoo.experiment.SafeExperimentManager`): :class:`~sb3_safeq.SafeEvalCallback` for ``--eval-freq``
+and :class:`~sb3_safeq.zoo.experiment.SafeTrialEvalCallback` for the Optuna trials; SB3's ``evaluate_policy`` itself
+is left alone. :func:`evaluate_in_support` is the same evaluation with ``evaluate_policy``'s signature.
 """
 
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import stable_baselines3.common.callbacks as sb3_callbacks
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -56,8 +56,3 @@ def evaluate_in_support(
     if return_episode_rewards:
         return result.episode_returns, result.episode_lengths
     return result.mean_return, result.std_return
-
-
-def use_support_in_evaluation() -> None:
-    """Make SB3's ``EvalCallback`` (and rl-zoo3's ``TrialEvalCallback``) in this process evaluate in the support."""
-    sb3_callbacks.evaluate_policy = evaluate_in_support  # type: ignore[assignment]

@@ -4,7 +4,8 @@ rl-zoo3's ``ExperimentManager`` with safety bookkeeping for every algorithm ``sb
 rl-zoo3 has no hook for extra callbacks or default wrappers: ``rl_zoo3.train.train()`` builds an ``ExperimentManager``
 by the name it imported. :func:`use_safe_experiment_manager` points that name at :class:`SafeExperimentManager`, a
 subclass overriding two methods and calling the original of each first, so that every other option of rl-zoo3 keeps
-its meaning:
+its meaning (and, as the Optuna objective builds its ``TrialEvalCallback`` by name too, points that name at
+:class:`SafeTrialEvalCallback`):
 
 - ``_preprocess_hyperparams``: an entry without ``env_wrapper``, for an environment with a safe support, gets
   :func:`~sb3_safeq.zoo.wrappers.safety_wrapper` (counts only, never shields), and one without ``monitor_kwargs`` the
@@ -20,7 +21,9 @@ its meaning:
 from typing import Any
 
 import gymnasium as gym
+import rl_zoo3.exp_manager
 import rl_zoo3.train
+from rl_zoo3.callbacks import TrialEvalCallback
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
@@ -33,6 +36,15 @@ from sb3_safeq.zoo.wrappers import safety_wrapper
 
 #: The ``monitor_kwargs`` an entry without its own gets: the episode's cost and unsafe visits in ``monitor.csv``.
 SAFETY_MONITOR_KWARGS: dict[str, Any] = {"info_keywords": ("episode_cost", "episode_unsafe_visits")}
+
+
+class SafeTrialEvalCallback(TrialEvalCallback, SafeEvalCallback):
+    """
+    rl-zoo3's ``TrialEvalCallback`` (same arguments: it reports each evaluation to the Optuna trial and prunes it)
+    whose evaluations are :class:`~sb3_safeq.SafeEvalCallback`'s: inside the safe support for the models that take
+    it, with cost and unsafe visits recorded. No code of either is repeated: ``TrialEvalCallback._on_step`` calls
+    ``super()._on_step()``, which this class's method resolution order makes ``SafeEvalCallback._on_step``.
+    """
 
 
 class SafeExperimentManager(ExperimentManager):
@@ -93,9 +105,11 @@ class SafeExperimentManager(ExperimentManager):
 
 def use_safe_experiment_manager(log_safety: bool = True) -> None:
     """
-    Make ``rl_zoo3.train.train()`` in this process use :class:`SafeExperimentManager`.
+    Make ``rl_zoo3.train.train()`` in this process use :class:`SafeExperimentManager`, and its Optuna trials
+    :class:`SafeTrialEvalCallback` (built inside rl-zoo3's ``objective``, which has no hook).
 
     :param log_safety: add the :class:`~sb3_safeq.SafetyLoggerCallback` (False: ``--no-safety-logger``)
     """
     SafeExperimentManager.log_safety = log_safety
     rl_zoo3.train.ExperimentManager = SafeExperimentManager  # type: ignore[misc]
+    rl_zoo3.exp_manager.TrialEvalCallback = SafeTrialEvalCallback  # type: ignore[misc]

@@ -28,7 +28,6 @@ from sb3_safeq.zoo.config import (
     read_env_hyperparams,
 )
 from sb3_safeq.zoo.errors import ZooUsageError
-from sb3_safeq.zoo.evaluation import use_support_in_evaluation
 from sb3_safeq.zoo.experiment import use_safe_experiment_manager
 from sb3_safeq.zoo.registration import register_algos
 
@@ -240,7 +239,6 @@ def train(argv: list[str]) -> None:
         )
     else:
         zoo_argv = prepare_arguments(argv)
-    use_support_in_evaluation()
     use_safe_experiment_manager(log_safety)
     sys.argv = ["sb3-safeq train", *zoo_argv]
     rl_zoo3.train.train()
