@@ -20,6 +20,11 @@ def fill_replay_buffer(buffer: Any, data: AgentTransitions) -> None:
     :raises InvalidDatasetError: if the buffer cannot hold the dataset
     """
     check_fillable(buffer)
+    if data.supports is None or data.next_supports is None:
+        raise InvalidDatasetError(
+            'The transitions carry no supports: a model that estimates them (behavior="estimated") fills them in '
+            "before writing the buffer; any other model needs a dataset with supports."
+        )
     n_transitions = len(data)
     if n_transitions > buffer.buffer_size:
         raise InvalidDatasetError(
