@@ -91,6 +91,8 @@ def test_cliff_walking_estimated_support_is_the_true_support_and_deploys_inside_
     stored = model.replay_buffer.supports[: len(arrays["rewards"]), 0]
     np.testing.assert_array_equal(stored, behavior.supports_for(th.as_tensor(arrays["observations"])))
 
+    induced = model.induced_policy(visited, deterministic=True)  # inside the estimated supports, without any given
+    assert estimated[np.arange(len(visited)), induced.actions].all()
     mean_return, counters = deploy_without_support(model, CLIFF, n_episodes=2)
     assert counters.out_of_support_actions == 0 and counters.unsafe_visits == 0
     assert mean_return == -13.0  # the optimal safe path, as with the known behavior
@@ -206,6 +208,8 @@ def test_a_wrong_support_threshold_or_tail_is_refused_with_the_fix(threshold: An
         SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated", behavior_kwargs={"support_threshold": threshold})
     with pytest.raises(ValueError, match=r"support_tail=.* strictly between 0 and 1"):
         SafeSupportQ("MlpPolicy", POINT_MASS, behavior="estimated", behavior_kwargs={"support_tail": threshold})
+    with pytest.raises(ValueError, match="does not take: its options are support_threshold, net_arch"):
+        SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated", behavior_kwargs={"support_tail": 0.1})
     with pytest.raises(ValueError, match="behavior_cloning_steps=0, but the estimated behavior was never fitted"):
         model = SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated")
         model.learn_offline(uniform_arrays(CLIFF, 50), gradient_steps=1, behavior_cloning_steps=0)

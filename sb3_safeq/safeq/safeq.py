@@ -300,7 +300,8 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
 
         :param observation: a batch of observations (or one observation)
         :param deterministic: take the mode instead of sampling
-        :param action_masks: Discrete actions: the safe-action masks of the observations
+        :param action_masks: Discrete actions: the safe-action masks of the observations (with
+            ``behavior="estimated"``, the supports may be left out: the estimated ones are used)
         :param safe_bounds: Box actions: the safe boxes ``(low, high)`` of the observations, in action units
         :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation, in
             action units (one pair, a batched pair ``A (n, m, d)``, ``b (n, m)``, or a list of pairs)
@@ -311,6 +312,8 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         supports = kind.pick_predict_argument(
             action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
         )
+        if supports is None:
+            supports = self._implied_supports(observation)
         if supports is None:
             raise ValueError(
                 f"The induced policy needs the safe supports of the observations ({kind.predict_keyword}=)."
@@ -326,6 +329,17 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
             kl=step.kl.cpu().numpy(),
             log_probs=None if step.log_probs is None else step.log_probs.cpu().numpy(),
         )
+
+    def _implied_supports(self, observation: np.ndarray | dict[str, np.ndarray]) -> Any:
+        """
+        :param observation: what ``predict`` or ``induced_policy`` was given
+        :return: the supports the behavior implies for it, as ``predict``'s keyword takes them (an estimated
+            behavior's: what the data took), or None for a behavior that implies none
+        """
+        self.policy.set_training_mode(False)
+        with th.no_grad():
+            implied = self.behavior_policy.supports_for(observation_batch(self.policy, observation)[0])
+        return None if implied is None else self.support_kind.predict_argument(implied)
 
     def _induced_step(self, observations: PyTorchObs, supports: th.Tensor, deterministic: bool) -> InducedStep:
         return self.support_kind.induced_step(self, observations, supports, self.current_alpha(), deterministic)
@@ -374,10 +388,7 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
             action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
         )
         if supports is None:
-            # An estimated behavior implies a support of its own (what the data took): act inside it.
-            with th.no_grad():
-                implied = self.behavior_policy.supports_for(observation_batch(self.policy, observation)[0])
-            supports = None if implied is None else kind.predict_argument(implied)
+            supports = self._implied_supports(observation)
         if supports is None:
             warnings.warn(
                 f"SafeSupportQ.predict() without {kind.predict_keyword}: the action is the extraction head's alone, "

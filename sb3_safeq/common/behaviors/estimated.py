@@ -13,7 +13,9 @@ Each support kind builds its own (``SupportKind.make_estimated_behavior``): :mod
 :mod:`.estimated_box` for boxes.
 """
 
+import inspect
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch as th
 from gymnasium import spaces
@@ -60,6 +62,22 @@ class BehaviorNetwork(th.nn.Module):
         features = preprocess_obs(observations, self.observation_space)
         assert isinstance(features, th.Tensor)
         return self.mlp(features.float().flatten(start_dim=1))
+
+
+def check_options(behavior_class: type, options: dict[str, Any]) -> None:
+    """
+    :param behavior_class: an estimated behavior class
+    :param options: the ``behavior_kwargs`` given for it
+    :raises ValueError: for an option the class does not take, naming those it takes
+    """
+    parameters = list(inspect.signature(behavior_class).parameters.values())
+    known = [parameter.name for parameter in parameters if parameter.default is not inspect.Parameter.empty]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"behavior_kwargs has {', '.join(unknown)}, which {behavior_class.__name__} does not take: its options are "
+            f"{', '.join(known)}."
+        )
 
 
 def check_fraction(name: str, value: float, meaning: str) -> float:

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from sb3_safeq.common.backup import induced_log_probs, induced_logits, soft_bellman_target
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
+from sb3_safeq.common.behaviors.estimated import check_options
 from sb3_safeq.common.behaviors.estimated_mask import EstimatedDiscreteBehavior
 from sb3_safeq.common.behaviors.mask import CallableDiscreteBehavior, DiscreteBehaviorPolicy, MaskedUniformBehavior
 from sb3_safeq.common.supports.base import InducedStep, Losses, SoftQLearner, SupportKind
@@ -133,6 +134,7 @@ class MaskSupport(SupportKind):
     def make_estimated_behavior(
         self, observation_space: spaces.Space, device: th.device, **behavior_kwargs: Any
     ) -> BehaviorPolicy:
+        check_options(EstimatedDiscreteBehavior, behavior_kwargs)
         return EstimatedDiscreteBehavior(observation_space, self.n_actions, device, **behavior_kwargs)
 
     def actor_stat_name(self, extraction: str) -> str:
