@@ -218,6 +218,8 @@ def test_a_wrong_support_threshold_or_tail_is_refused_with_the_fix(threshold: An
 def test_linear_constraint_supports_offer_no_estimated_behavior() -> None:
     with pytest.raises(ValueError, match='behavior="estimated" is not offered'):
         SafeSupportQ("MlpPolicy", RandomPolytopeEnv(), behavior="estimated")
+    with pytest.raises(ValueError, match="cannot act before that, nor collect data"):
+        collect_safe_dataset(CLIFF, "estimated", n_steps=10, dataset_id="cliff/never-v0")
 
 
 if __name__ == "__main__":

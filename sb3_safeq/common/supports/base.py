@@ -366,14 +366,20 @@ class SupportKind(ABC):
         if isinstance(behavior, str):
             if behavior == "uniform":
                 return self.uniform_behavior()
+            if behavior == "estimated":
+                raise ValueError(
+                    'behavior="estimated" is cloned from an offline dataset by SafeSupportQ(behavior="estimated")'
+                    ".learn_offline: it cannot act before that, nor collect data. Give a behavior that is known to be "
+                    "supported on the safe set ('uniform', a BehaviorPolicy, a function or its import path)."
+                )
             if ":" in behavior:
                 return self.make_behavior(import_behavior(behavior))
             raise ValueError(
                 f"Unknown behavior policy {behavior!r}: use 'uniform' (uniform over the safe actions), 'estimated' "
-                "(cloned from an offline dataset, for learn_offline), a "
-                "BehaviorPolicy instance, a function (for Discrete actions (observations, masks) -> probabilities, "
-                "for Box actions (observations, low, high) -> torch distribution), or the import path of one of "
-                "these as 'package.module:name'."
+                "(SafeSupportQ offline only: cloned from the dataset by learn_offline), a BehaviorPolicy instance, "
+                "a function (for Discrete actions (observations, masks) -> probabilities, for Box actions "
+                "(observations, low, high) -> torch distribution), or the import path of one of these as "
+                "'package.module:name'."
             )
         if callable(behavior):
             return self.behavior_from_function(behavior)
