@@ -19,7 +19,7 @@ from stable_baselines3.common.utils import configure_logger
 
 from sb3_safeq.common.behaviors.estimated import EstimatedBehavior
 from sb3_safeq.offline import InvalidDatasetError, load_offline_dataset
-from sb3_safeq.offline.replay import check_fillable, fill_replay_buffer, transitions_from_buffer
+from sb3_safeq.offline.replay import check_capacity, check_fillable, fill_replay_buffer, transitions_from_buffer
 from sb3_safeq.safeq.behavior_cloning import cloning_steps_to_run, fit_behavior, with_estimated_supports
 from sb3_safeq.safeq.collection import SupportCollectingAlgorithm
 
@@ -96,6 +96,7 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
             data = load_offline_dataset(
                 dataset, self.support_kind, self.observation_space, supports_required=not estimated
             )
+            check_capacity(buffer, len(data))  # before behavior cloning, and before the logger is reset
         assert buffer is not None
         if data is None and buffer.size() == 0:
             raise InvalidDatasetError("The replay buffer is empty: give learn_offline a dataset.")
