@@ -14,7 +14,12 @@ import pytest
 import torch as th
 
 from sb3_safeq import SafeSupportQ, SafetyWrapper
-from sb3_safeq.common.behaviors import BehaviorNotFittedError, EstimatedBoxBehavior, EstimatedDiscreteBehavior
+from sb3_safeq.common.behaviors import (
+    BehaviorNotFittedError,
+    EstimatedBoxBehavior,
+    EstimatedDiscreteBehavior,
+    UniformBoxBehavior,
+)
 from sb3_safeq.offline import InvalidDatasetError, collect_safe_dataset
 from sb3_safeq.offline.minari_io import transitions_from_minari
 from sb3_safeq.safeq.arguments import InvalidArgumentError
@@ -102,6 +107,11 @@ def test_cliff_walking_estimated_support_is_the_true_support_and_deploys_inside_
         probs = behavior.log_probs(th.as_tensor(visited[covered]), masks).exp()
     assert th.allclose(probs.sum(-1), th.ones(len(masks)))
     assert bool((probs[~masks] == 0).all()) and float((probs - masks / masks.sum(-1, keepdim=True)).abs().max()) < 0.25
+    # beta="uniform": exactly uniform on the estimated mask (the clone only gives the support).
+    behavior.beta = "uniform"
+    with th.no_grad():
+        probs = behavior.log_probs(th.as_tensor(visited[covered]), masks).exp()
+    assert th.allclose(probs, masks / masks.sum(-1, keepdim=True))
 
 
 def test_datasets_without_supports_need_the_estimated_behavior() -> None:
@@ -158,6 +168,13 @@ def test_box_estimated_behavior_stays_in_the_stored_box_and_estimates_one_withou
         outside = boxes[:, 1].unsqueeze(1) + 0.01
         assert bool(th.isneginf(behavior.log_prob(observations, boxes, outside)).all())
 
+        behavior.beta = "uniform"  # uniform in the box: the uniform behavior's draws and density
+        uniform_draws = behavior.sample(observations, boxes, 4)
+        assert bool(((uniform_draws >= boxes[:, None, 0]) & (uniform_draws <= boxes[:, None, 1])).all())
+        expected_log_probs = UniformBoxBehavior().log_prob(observations, boxes, samples)
+        assert th.equal(behavior.log_prob(observations, boxes, samples), expected_log_probs)
+        behavior.beta = "cloned"
+
         # The estimated boxes: non-empty, inside the action space, and the buffer stores them where the data had none.
         estimated = behavior.supports_for(observations)
         assert estimated is not None
@@ -208,7 +225,9 @@ def test_a_wrong_support_threshold_or_tail_is_refused_with_the_fix(threshold: An
         SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated", behavior_kwargs={"support_threshold": threshold})
     with pytest.raises(ValueError, match=r"support_tail=.* strictly between 0 and 1"):
         SafeSupportQ("MlpPolicy", POINT_MASS, behavior="estimated", behavior_kwargs={"support_tail": threshold})
-    with pytest.raises(ValueError, match="does not take: its options are support_threshold, net_arch"):
+    with pytest.raises(ValueError, match="beta='empirical' is invalid: choose 'cloned'"):
+        SafeSupportQ("MlpPolicy", POINT_MASS, behavior="estimated", behavior_kwargs={"beta": "empirical"})
+    with pytest.raises(ValueError, match="does not take: its options are support_threshold, beta, net_arch"):
         SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated", behavior_kwargs={"support_tail": 0.1})
     with pytest.raises(ValueError, match="behavior_cloning_steps=0, but the estimated behavior was never fitted"):
         model = SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated")

@@ -80,6 +80,25 @@ def check_options(behavior_class: type, options: dict[str, Any]) -> None:
         )
 
 
+#: What ``beta`` is on the estimated support: the cloned probabilities renormalised on it, or uniform on it.
+BETA_CHOICES: tuple[str, ...] = ("cloned", "uniform")
+
+
+def check_beta(beta: str) -> str:
+    """
+    :param beta: the ``beta`` option of ``behavior_kwargs``
+    :return: it, when valid
+    :raises ValueError: naming the choices and when to take each
+    """
+    if beta not in BETA_CHOICES:
+        raise ValueError(
+            f"beta={beta!r} is invalid: choose 'cloned' (the cloned probabilities on the estimated support, the "
+            "default) or 'uniform' (uniform on the estimated support, when the logging policy was uniform over its "
+            "safe actions)."
+        )
+    return beta
+
+
 def check_fraction(name: str, value: float, meaning: str) -> float:
     """
     :param name: the keyword of ``behavior_kwargs``

@@ -13,11 +13,17 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_safeq.common.behaviors.box import BoxBehaviorPolicy, log_ndtr_difference, truncated_standard_normal
+from sb3_safeq.common.behaviors.box import (
+    BoxBehaviorPolicy,
+    UniformBoxBehavior,
+    log_ndtr_difference,
+    truncated_standard_normal,
+)
 from sb3_safeq.common.behaviors.estimated import (
     DEFAULT_NET_ARCH,
     BehaviorNetwork,
     EstimatedBehavior,
+    check_beta,
     check_fraction,
 )
 from sb3_safeq.common.supports.box_utils import POINT_WIDTH, BoxScaler, check_boxes, clamp_into, full_boxes, inside_mask
@@ -61,6 +67,8 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
     :param action_dim: the number of action axes
     :param device: where the network lives
     :param support_tail: in ``(0, 1)``: the cloned mass left outside each estimated box (without stored boxes)
+    :param beta: ``"cloned"`` (``beta`` is the mixture truncated to the box) or ``"uniform"`` (uniform in the box: the
+        clone then only gives the estimated box)
     :param n_components: the number of mixture components (>= 1)
     :param net_arch: the hidden layers of the network
     :param learning_rate: Adam's learning rate for behavior cloning
@@ -74,6 +82,7 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
         action_dim: int,
         device: th.device,
         support_tail: float = 0.05,
+        beta: str = "cloned",
         n_components: int = 5,
         net_arch: list[int] | None = None,
         learning_rate: float = 1e-3,
@@ -82,6 +91,8 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
         self.support_tail = check_fraction("support_tail", support_tail, TAIL_MEANING)
         if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
             raise ValueError(f"n_components={n_components!r} (behavior_kwargs) must be an integer >= 1, e.g. 5.")
+        self.beta = check_beta(beta)
+        self.uniform = UniformBoxBehavior()
         self.scaler = scaler
         self.action_dim = action_dim
         self.n_components = n_components
@@ -191,6 +202,8 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
 
     def sample(self, observations: PyTorchObs, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
         self.check_fitted()
+        if self.beta == "uniform":
+            return self.uniform.sample(observations, support, n_samples)
         check_boxes(support)
         boxes = self.scaler.to_agent_tensor(support.float())
         samples = self.scaler.to_env_tensor(self.agent_sample(observations, boxes, n_samples))
@@ -198,6 +211,8 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
 
     def log_prob(self, observations: PyTorchObs, support: th.Tensor, actions: th.Tensor) -> th.Tensor:
         self.check_fitted()
+        if self.beta == "uniform":
+            return self.uniform.log_prob(observations, support, actions)
         scaler = self.scaler
         boxes = scaler.to_agent_tensor(support.float())
         inside = inside_mask(actions, support)
@@ -231,4 +246,7 @@ class EstimatedBoxBehavior(EstimatedBehavior, BoxBehaviorPolicy):
         return ((supports[:, 1] - supports[:, 0]) / 2.0).prod(dim=-1).mean()
 
     def __repr__(self) -> str:
-        return f"EstimatedBoxBehavior(support_tail={self.support_tail}, n_components={self.n_components})"
+        return (
+            f"EstimatedBoxBehavior(support_tail={self.support_tail}, beta={self.beta!r}, "
+            f"n_components={self.n_components})"
+        )

@@ -15,6 +15,7 @@ from sb3_safeq.common.behaviors.estimated import (
     DEFAULT_NET_ARCH,
     BehaviorNetwork,
     EstimatedBehavior,
+    check_beta,
     check_fraction,
 )
 from sb3_safeq.common.behaviors.mask import DiscreteBehaviorPolicy
@@ -40,6 +41,10 @@ class EstimatedDiscreteBehavior(EstimatedBehavior, DiscreteBehaviorPolicy):
     :param n_actions: the number of actions
     :param device: where the network lives
     :param support_threshold: in ``(0, 1)``: the smallest cloned probability of an action for it to count as safe
+    :param beta: ``"cloned"`` (``beta`` is the cloned probabilities renormalised on the estimated mask) or
+        ``"uniform"`` (uniform on it: the clone then only gives the support; the better choice when the logging
+        policy was uniform over its safe actions, whose empirical frequencies in rarely visited states are noise that
+        ``alpha log beta`` would otherwise feed into the policy)
     :param net_arch: the hidden layers of the network
     :param learning_rate: Adam's learning rate for behavior cloning
     :param batch_size: transitions per behavior-cloning step
@@ -51,11 +56,13 @@ class EstimatedDiscreteBehavior(EstimatedBehavior, DiscreteBehaviorPolicy):
         n_actions: int,
         device: th.device,
         support_threshold: float = 0.05,
+        beta: str = "cloned",
         net_arch: list[int] | None = None,
         learning_rate: float = 1e-3,
         batch_size: int = 256,
     ) -> None:
         self.support_threshold = check_fraction("support_threshold", support_threshold, THRESHOLD_MEANING)
+        self.beta = check_beta(beta)
         self.n_actions = n_actions
         hidden = list(DEFAULT_NET_ARCH) if net_arch is None else list(net_arch)
         super().__init__(BehaviorNetwork(observation_space, n_actions, hidden), learning_rate, batch_size, device)
@@ -88,7 +95,8 @@ class EstimatedDiscreteBehavior(EstimatedBehavior, DiscreteBehaviorPolicy):
         usable = masks | empty
         cloned = self.cloned_log_probs(observations, usable)
         keep = self.estimated_masks(cloned) & usable
-        return F.log_softmax(cloned.masked_fill(~keep, -th.inf), dim=-1).masked_fill(empty, -th.inf)
+        scores = th.zeros_like(cloned) if self.beta == "uniform" else cloned
+        return F.log_softmax(scores.masked_fill(~keep, -th.inf), dim=-1).masked_fill(empty, -th.inf)
 
     def cloning_loss(self, observations: PyTorchObs, actions: th.Tensor, supports: th.Tensor | None) -> th.Tensor:
         # Logged actions lie inside their stored masks (validated), so masking the logits cannot make a target -inf.
@@ -109,4 +117,4 @@ class EstimatedDiscreteBehavior(EstimatedBehavior, DiscreteBehaviorPolicy):
         return supports.float().sum(dim=-1).mean()
 
     def __repr__(self) -> str:
-        return f"EstimatedDiscreteBehavior(support_threshold={self.support_threshold})"
+        return f"EstimatedDiscreteBehavior(support_threshold={self.support_threshold}, beta={self.beta!r})"
