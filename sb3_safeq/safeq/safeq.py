@@ -84,7 +84,8 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         guarantee beyond the data, docs/offline.md)
     :param behavior_kwargs: options of ``behavior="estimated"``: ``support_threshold`` (Discrete, default 0.05: the
         smallest probability the logging policy must have given an action for it to count as safe), ``support_tail``
-        (Box, default 0.05: the cloned mass left outside each estimated box), ``n_components`` (Box, 5), ``net_arch``
+        (Box, default 0.05: the cloned mass left outside each estimated box), ``beta`` (``"cloned"``: the clone's
+        probabilities on the estimated support, or ``"uniform"`` on it), ``n_components`` (Box, 5), ``net_arch``
         ([64, 64]), ``learning_rate`` (1e-3) and ``batch_size`` (256) of behavior cloning
     :param exploration: which policy collects data after ``learning_starts``: ``"behavior"`` (``beta``, as in the
         paper), ``"induced"`` (``pi_Q``, same support, so exactly as safe) or ``"mixture"`` (each step, ``pi_Q``
