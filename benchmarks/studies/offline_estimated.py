@@ -13,7 +13,7 @@ Each deployment runs 10 deterministic episodes; a SafetyWrapper counts the actio
 support and the unsafe visits (cost > 0). Rows go to a CSV and a markdown table to stdout.
 
     python benchmarks/studies/offline_estimated.py [--envs ...] [--seeds 0 1 2] [--steps 5000] [--gradient-steps 5000]
-        [--out benchmarks/studies/offline_estimated.csv]
+        [--beta cloned|uniform] [--out benchmarks/studies/offline_estimated.csv]
 """
 
 import argparse
@@ -64,7 +64,7 @@ def deploy(model: SafeSupportQ, env_id: str, n_episodes: int, with_support: bool
     return float(np.mean(returns)), env.counters.out_of_support_actions, env.counters.unsafe_visits
 
 
-def run(env_id: str, seed: int, n_steps: int, gradient_steps: int, n_episodes: int) -> dict[str, Any]:
+def run(env_id: str, seed: int, n_steps: int, gradient_steps: int, n_episodes: int, beta: str) -> dict[str, Any]:
     dataset = collect_safe_dataset(
         env_id, "uniform", n_steps=n_steps, dataset_id=f"{env_id}/uniform{seed}-v0", seed=seed
     )
@@ -75,7 +75,8 @@ def run(env_id: str, seed: int, n_steps: int, gradient_steps: int, n_episodes: i
     row: dict[str, Any] = {"env": env_id, "seed": seed}
     for name, behavior, data in (("known", "uniform", arrays), ("estimated", "estimated", no_supports)):
         start = time.time()
-        model = SafeSupportQ("MlpPolicy", env_id, behavior=behavior, seed=seed, **SETTINGS[env_id])
+        options = {"behavior_kwargs": {"beta": beta}} if name == "estimated" else {}
+        model = SafeSupportQ("MlpPolicy", env_id, behavior=behavior, seed=seed, **SETTINGS[env_id], **options)
         model.learn_offline(data, gradient_steps=gradient_steps, log_interval=None)
         row[f"{name}_seconds"] = round(time.time() - start, 1)
         row[f"{name}_return"], row[f"{name}_outside"], row[f"{name}_unsafe"] = deploy(model, env_id, n_episodes, True)
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--gradient-steps", type=int, default=5000)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--beta", default="cloned", choices=["cloned", "uniform"], help="estimated beta's option")
     parser.add_argument("--out", default="benchmarks/studies/offline_estimated.csv")
     args = parser.parse_args()
     th.set_num_threads(1)
@@ -100,7 +102,7 @@ def main() -> None:
     rows = []
     for env_id in args.envs:
         for seed in args.seeds:
-            rows.append(run(env_id, seed, args.steps, args.gradient_steps, args.episodes))
+            rows.append(run(env_id, seed, args.steps, args.gradient_steps, args.episodes, args.beta))
             print(rows[-1], flush=True)
             with open(args.out, "w", newline="") as file:
                 writer = csv.DictWriter(file, fieldnames=list(rows[0]))
