@@ -11,7 +11,7 @@ from stable_baselines3.common.save_util import load_from_pkl
 
 from sb3_safeq.common.buffers import SupportStorage
 from sb3_safeq.common.supports.base import SupportKind
-from sb3_safeq.offline.errors import InvalidDatasetError
+from sb3_safeq.offline.errors import NO_SUPPORT_MESSAGE, InvalidDatasetError
 from sb3_safeq.offline.minari_io import is_minari_dataset, load_local_minari_dataset, transitions_from_minari
 from sb3_safeq.offline.replay import transitions_from_buffer
 from sb3_safeq.offline.transitions import AgentTransitions, SafeTransitions
@@ -25,11 +25,15 @@ DATASET_KINDS = (
 )
 
 
-def load_offline_dataset(dataset: Any, kind: SupportKind, observation_space: spaces.Space) -> AgentTransitions:
+def load_offline_dataset(
+    dataset: Any, kind: SupportKind, observation_space: spaces.Space, supports_required: bool = True
+) -> AgentTransitions:
     """
     :param dataset: see :data:`DATASET_KINDS`. A buffer file is unpickled: load only files you trust
     :param kind: the support kind of the model's action space
     :param observation_space: the model's observation space
+    :param supports_required: refuse a dataset without supports (False for a model that estimates them: its
+        transitions then come back with ``supports=None``)
     :return: the validated transitions in agent units
     :raises InvalidDatasetError: for a dataset that does not fit the model or breaks the support contract
     """
@@ -37,15 +41,19 @@ def load_offline_dataset(dataset: Any, kind: SupportKind, observation_space: spa
         path = pathlib.Path(dataset)
         for candidate in (path, path.with_name(path.name + ".pkl")):
             if candidate.is_file():
-                return load_offline_dataset(load_from_pkl(candidate), kind, observation_space)
+                return load_offline_dataset(load_from_pkl(candidate), kind, observation_space, supports_required)
         if isinstance(dataset, os.PathLike) or str(dataset).endswith(".pkl"):
             raise InvalidDatasetError(f"No replay buffer file {str(dataset)!r}.")
         dataset = load_local_minari_dataset(str(dataset))
     if is_minari_dataset(dataset):
-        return validate_transitions(transitions_from_minari(dataset, kind, observation_space), kind, observation_space)
+        transitions = transitions_from_minari(dataset, kind, observation_space, supports_required)
+        return validate_transitions(transitions, kind, observation_space)
     if isinstance(dataset, dict):
-        dataset = SafeTransitions.from_arrays(dataset, kind.info_key)
+        dataset = SafeTransitions.from_arrays(dataset, kind.info_key, supports_required)
     if isinstance(dataset, SafeTransitions):
+        if dataset.supports is None and supports_required:
+            where = "SafeTransitions with supports=None"
+            raise InvalidDatasetError("The dataset " + NO_SUPPORT_MESSAGE.format(where=where, key=kind.info_key))
         return validate_transitions(dataset, kind, observation_space)
     if isinstance(dataset, BaseBuffer) and not isinstance(dataset, SupportStorage):
         transitions_from_buffer(dataset)  # raises: it stores no supports

@@ -8,11 +8,12 @@ class InvalidDatasetError(ValueError):
     """
 
 
-#: What every refusal of a dataset without supports says (estimated supports come with ``behavior="estimated"``).
+#: What every refusal of a dataset without supports says (a model with ``behavior="estimated"`` accepts one).
 NO_SUPPORT_MESSAGE = (
     "carries no safe supports ({where}). Offline SafeSupportQ needs the support of every observation: its soft target "
     "only bootstraps from actions inside the support of the next observation. Collect the data through "
     "sb3_safeq.SafetyWrapper (e.g. with `sb3-safeq collect` or `sb3_safeq.offline.collect_safe_dataset`), which writes "
-    "the support of each observation into info['{key}']. Supports estimated from the data alone "
-    '(behavior="estimated") are planned for a later version.'
+    "the support of each observation into info['{key}']. If the logging policy is unknown and no supports were "
+    'recorded, build the model with behavior="estimated": it clones the logging policy and estimates the supports '
+    "from the data, which guarantees no more than the data do (docs/offline.md, Estimated behavior)."
 )

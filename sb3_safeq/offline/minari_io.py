@@ -59,13 +59,18 @@ def load_local_minari_dataset(dataset_id: str) -> Any:
     return minari.load_dataset(dataset_id)
 
 
-def transitions_from_minari(dataset: Any, kind: SupportKind, observation_space: gym.Space) -> SafeTransitions:
+def transitions_from_minari(
+    dataset: Any, kind: SupportKind, observation_space: gym.Space, supports_required: bool = True
+) -> SafeTransitions:
     """
     :param dataset: a ``minari.MinariDataset``
     :param kind: the support kind of the model's action space
     :param observation_space: the model's observation space
+    :param supports_required: refuse episodes without supports (False: the model estimates them, and a dataset
+        where no episode has supports gives transitions without supports)
     :return: every step of every episode as a transition, in environment units (not validated yet)
-    :raises InvalidDatasetError: for other spaces than the model's, or episodes without supports
+    :raises InvalidDatasetError: for other spaces than the model's, episodes without supports when they are
+        required, or some episodes with supports and some without
     """
     spec = dataset.spec
     if spec.action_space != kind.action_space or spec.observation_space != observation_space:
@@ -83,12 +88,17 @@ def transitions_from_minari(dataset: Any, kind: SupportKind, observation_space: 
         if isinstance(episode.observations, (dict, tuple)):
             raise InvalidDatasetError("Offline training does not read Dict or Tuple observations yet.")
         infos = episode.infos
-        if kind.info_key not in infos:
+        if kind.info_key not in infos and (supports_required or supports):
             where = f"episode {episode.id} has no infos['{kind.info_key}']"
             raise InvalidDatasetError(
                 f"The Minari dataset {spec.dataset_id!r} " + NO_SUPPORT_MESSAGE.format(where=where, key=kind.info_key)
             )
-        episode_supports = np.asarray(infos[kind.info_key])
+        if kind.info_key in infos and columns["rew"] and not supports:
+            raise InvalidDatasetError(
+                f"Episode {episode.id} of the Minari dataset {spec.dataset_id!r} has infos['{kind.info_key}'] but "
+                'earlier episodes have none: record the supports in every episode, or in none (behavior="estimated").'
+            )
+        episode_supports = np.asarray(infos.get(kind.info_key, episode.observations))
         if len(episode_supports) != n_steps + 1 or len(episode.observations) != n_steps + 1:
             raise InvalidDatasetError(
                 f"Episode {episode.id} of {spec.dataset_id!r} has {n_steps} steps, {len(episode.observations)} "
@@ -102,8 +112,9 @@ def transitions_from_minari(dataset: Any, kind: SupportKind, observation_space: 
         columns["rew"].append(np.asarray(episode.rewards))
         columns["term"].append(np.asarray(episode.terminations))
         columns["trunc"].append(np.asarray(episode.truncations))
-        supports.append(episode_supports[:-1])
-        next_supports.append(episode_supports[1:])
+        if kind.info_key in infos:
+            supports.append(episode_supports[:-1])
+            next_supports.append(episode_supports[1:])
         if COST_INFO_KEY in infos:
             costs.append(np.asarray(infos[COST_INFO_KEY], dtype=np.float64)[1:])
     if not columns["rew"]:
@@ -115,8 +126,8 @@ def transitions_from_minari(dataset: Any, kind: SupportKind, observation_space: 
         next_observations=np.concatenate(columns["next"]),
         terminations=np.concatenate(columns["term"]),
         truncations=np.concatenate(columns["trunc"]),
-        supports=np.concatenate(supports),
-        next_supports=np.concatenate(next_supports),
+        supports=np.concatenate(supports) if supports else None,
+        next_supports=np.concatenate(next_supports) if supports else None,
         # Costs count only when every episode has them; a partial record would understate them.
         costs=np.concatenate(costs) if len(costs) == len(columns["rew"]) else None,
     )

@@ -20,12 +20,13 @@ def fill_replay_buffer(buffer: Any, data: AgentTransitions) -> None:
     :raises InvalidDatasetError: if the buffer cannot hold the dataset
     """
     check_fillable(buffer)
-    n_transitions = len(data)
-    if n_transitions > buffer.buffer_size:
+    if data.supports is None or data.next_supports is None:
         raise InvalidDatasetError(
-            f"The dataset holds {n_transitions} transitions but the replay buffer only {buffer.buffer_size}: build the "
-            f"model with buffer_size >= {n_transitions}."
+            'The transitions carry no supports: a model that estimates them (behavior="estimated") fills them in '
+            "before writing the buffer; any other model needs a dataset with supports."
         )
+    n_transitions = len(data)
+    check_capacity(buffer, n_transitions)
     buffer.reset()
     buffer._staged = None
     rows = slice(0, n_transitions)
@@ -39,6 +40,19 @@ def fill_replay_buffer(buffer: Any, data: AgentTransitions) -> None:
     buffer.next_supports[rows, 0] = data.next_supports
     buffer.pos = n_transitions % buffer.buffer_size
     buffer.full = n_transitions == buffer.buffer_size
+
+
+def check_capacity(buffer: Any, n_transitions: int) -> None:
+    """
+    :param buffer: the model's replay buffer
+    :param n_transitions: the number of transitions to write
+    :raises InvalidDatasetError: if the buffer cannot hold them
+    """
+    if n_transitions > buffer.buffer_size:
+        raise InvalidDatasetError(
+            f"The dataset holds {n_transitions} transitions but the replay buffer only {buffer.buffer_size}: build the "
+            f"model with buffer_size >= {n_transitions}."
+        )
 
 
 def check_fillable(buffer: Any) -> None:

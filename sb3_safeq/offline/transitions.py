@@ -22,6 +22,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "next_supports",
 )
 OPTIONAL_KEYS: tuple[str, ...] = ("costs",)
+#: The arrays of the supports, which a dataset may lack when the model estimates them (``behavior="estimated"``).
+SUPPORT_KEYS: tuple[str, ...] = ("supports", "next_supports")
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class SafeTransitions:
     :param terminations: ``(n,)`` bool: the next observation is terminal (no bootstrap)
     :param truncations: ``(n,)`` bool: the episode was cut after this transition (time limit, end of the log); the
         target still bootstraps from the next observation
-    :param supports: ``(n, *support_shape)``: masks ``(n, n_actions)`` or boxes ``(n, 2, action_dim)``
-    :param next_supports: the supports of the next observations, same layout
+    :param supports: ``(n, *support_shape)``: masks ``(n, n_actions)`` or boxes ``(n, 2, action_dim)``; None for a
+        dataset without supports (accepted only by a model that estimates them, ``behavior="estimated"``)
+    :param next_supports: the supports of the next observations, same layout (None with ``supports``)
     :param costs: ``(n,)`` ground-truth cost of each step (``info["cost"]``), or None when the dataset has none
     """
 
@@ -51,28 +54,36 @@ class SafeTransitions:
     next_observations: np.ndarray
     terminations: np.ndarray
     truncations: np.ndarray
-    supports: np.ndarray
-    next_supports: np.ndarray
+    supports: np.ndarray | None
+    next_supports: np.ndarray | None
     costs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rewards)
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, Any], support_key: str) -> "SafeTransitions":
+    def from_arrays(cls, arrays: dict[str, Any], support_key: str, supports_required: bool = True) -> "SafeTransitions":
         """
         :param arrays: a dict with the keys of :data:`REQUIRED_KEYS` (and optionally ``costs``), one row per
-            transition
+            transition; ``supports`` and ``next_supports`` may both be absent when ``supports_required`` is False
         :param support_key: the support kind's ``info`` key, named in the error for a dict without supports
+        :param supports_required: refuse a dict without supports (False: the model estimates them)
         :return: the transitions (arrays converted with ``np.asarray``, not validated)
         :raises InvalidDatasetError: for a missing or unknown key
         """
         if not isinstance(arrays, dict):
             raise InvalidDatasetError(f"A dataset of plain arrays must be a dict, got {type(arrays).__name__}.")
         missing = [key for key in REQUIRED_KEYS if key not in arrays]
-        if "supports" in missing or "next_supports" in missing:
+        missing_supports = [key for key in SUPPORT_KEYS if key in missing]
+        if len(missing_supports) == 1:
+            raise InvalidDatasetError(
+                f"The dataset has {', '.join(key for key in SUPPORT_KEYS if key not in missing)} but no "
+                f"{missing_supports[0]!r}: give both arrays of supports (one row per transition), or neither."
+            )
+        if missing_supports and supports_required:
             where = "no 'supports' / 'next_supports' arrays"
             raise InvalidDatasetError("The dataset " + NO_SUPPORT_MESSAGE.format(where=where, key=support_key))
+        missing = [key for key in missing if key not in SUPPORT_KEYS]
         if missing:
             raise InvalidDatasetError(
                 f"The dataset has no {', '.join(repr(key) for key in missing)} array(s): a dict of plain arrays needs "
@@ -84,10 +95,19 @@ class SafeTransitions:
                 f"The dataset has unknown array(s) {unknown}: the keys are {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)} "
                 "(e.g. 'dones' is split into 'terminations' and 'truncations')."
             )
-        costs = arrays.get("costs")
+        supports, next_supports, costs = (
+            None if arrays.get(key) is None else np.asarray(arrays[key]) for key in (*SUPPORT_KEYS, "costs")
+        )
         return cls(
-            **{key: np.asarray(arrays[key]) for key in REQUIRED_KEYS},
-            costs=None if costs is None else np.asarray(costs),
+            observations=np.asarray(arrays["observations"]),
+            actions=np.asarray(arrays["actions"]),
+            rewards=np.asarray(arrays["rewards"]),
+            next_observations=np.asarray(arrays["next_observations"]),
+            terminations=np.asarray(arrays["terminations"]),
+            truncations=np.asarray(arrays["truncations"]),
+            supports=supports,
+            next_supports=next_supports,
+            costs=costs,
         )
 
 
@@ -103,8 +123,9 @@ class AgentTransitions:
     :param next_observations: ``(n, *obs_shape)``
     :param terminations: ``(n,)`` bool
     :param truncations: ``(n,)`` bool (never set where ``terminations`` is)
-    :param supports: ``(n, *support_shape)`` in agent units
-    :param next_supports: same layout, of the next observations
+    :param supports: ``(n, *support_shape)`` in agent units; None until a model that estimates supports has
+        estimated them (a dataset without supports)
+    :param next_supports: same layout, of the next observations (None with ``supports``)
     :param costs: ``(n,)`` or None
     """
 
@@ -114,8 +135,8 @@ class AgentTransitions:
     next_observations: np.ndarray
     terminations: np.ndarray
     truncations: np.ndarray
-    supports: np.ndarray
-    next_supports: np.ndarray
+    supports: np.ndarray | None
+    next_supports: np.ndarray | None
     costs: np.ndarray | None = None
 
     def __len__(self) -> int:

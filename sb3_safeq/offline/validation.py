@@ -21,7 +21,8 @@ def validate_transitions(
     """
     Check transitions in environment units and convert them to the replay buffer's layout and the agent's units.
 
-    :param transitions: the dataset's transitions (environment units)
+    :param transitions: the dataset's transitions (environment units); without supports, the rest is checked and
+        the supports stay None (the caller accepts that only for a model that estimates them)
     :param kind: the support kind of the model's action space
     :param observation_space: the model's observation space
     :return: the validated transitions in agent units
@@ -45,11 +46,18 @@ def validate_transitions(
             raise InvalidDatasetError(
                 f"costs[{first}] = {costs[first]}: a cost is >= 0 (> 0 marks an unsafe step), as info['cost']."
             )
-    raw_supports = _supports(transitions.supports, kind, n_transitions, "supports")
-    raw_next_supports = _supports(transitions.next_supports, kind, n_transitions, "next_supports")
     actions = _actions(transitions.actions, kind, n_transitions)
-    check_actions_inside(actions, raw_supports, kind, "environment")
-    check_next_supports(raw_next_supports, terminations, kind)
+    supports = next_supports = None
+    if transitions.supports is not None and transitions.next_supports is not None:
+        raw_supports = _supports(transitions.supports, kind, n_transitions, "supports")
+        raw_next_supports = _supports(transitions.next_supports, kind, n_transitions, "next_supports")
+        check_actions_inside(actions, raw_supports, kind, "environment")
+        check_next_supports(raw_next_supports, terminations, kind)
+        supports, next_supports = kind.to_agent(raw_supports), kind.to_agent(raw_next_supports)
+    elif transitions.supports is not None or transitions.next_supports is not None:
+        raise InvalidDatasetError(
+            "The dataset has supports but no next_supports, or the reverse: give both or neither."
+        )
     buffer_action_dim = get_action_dim(kind.action_space)
     return AgentTransitions(
         observations=observations,
@@ -58,8 +66,8 @@ def validate_transitions(
         next_observations=next_observations,
         terminations=terminations,
         truncations=truncations,
-        supports=kind.to_agent(raw_supports),
-        next_supports=kind.to_agent(raw_next_supports),
+        supports=supports,
+        next_supports=next_supports,
         costs=costs,
     )
 
@@ -73,6 +81,7 @@ def check_agent_transitions(data: AgentTransitions, kind: SupportKind) -> None:
     :param kind: the support kind of the model's action space
     :raises InvalidDatasetError: naming the problem and the first offending transition
     """
+    assert data.supports is not None and data.next_supports is not None  # a replay buffer always stores them
     for name in ("observations", "next_observations", "actions", "rewards", "supports", "next_supports"):
         values = getattr(data, name)
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():

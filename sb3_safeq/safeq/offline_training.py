@@ -5,7 +5,8 @@ The dataset fills the replay buffer (supports and actions as online collection s
 kind's gate), then ``train`` runs one gradient step at a time so that callbacks, logging, checkpoints and ``save`` /
 ``load`` behave as in online training. Offline, a *timestep* is a gradient step: ``num_timesteps`` counts them, so
 a ``CheckpointCallback(save_freq=1000)`` saves every 1,000 gradient steps and learning-rate and temperature schedules
-run over ``gradient_steps``.
+run over ``gradient_steps``. With ``behavior="estimated"``, behavior cloning fits ``beta`` first
+(:mod:`sb3_safeq.safeq.behavior_cloning`) and estimates the supports of a dataset that has none.
 """
 
 import time
@@ -16,8 +17,10 @@ from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_safeq.common.behaviors.estimated import EstimatedBehavior
 from sb3_safeq.offline import InvalidDatasetError, load_offline_dataset
-from sb3_safeq.offline.replay import check_fillable, fill_replay_buffer
+from sb3_safeq.offline.replay import check_capacity, check_fillable, fill_replay_buffer, transitions_from_buffer
+from sb3_safeq.safeq.behavior_cloning import cloning_steps_to_run, fit_behavior, with_estimated_supports
 from sb3_safeq.safeq.collection import SupportCollectingAlgorithm
 
 SelfOfflineTraining = TypeVar("SelfOfflineTraining", bound="OfflineTrainingAlgorithm")
@@ -43,6 +46,7 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
         tb_log_name: str = "SafeSupportQ_offline",
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
+        behavior_cloning_steps: int | None = None,
     ) -> SelfOfflineTraining:
         """
         Train on a fixed dataset of safe behavior, without a single environment step.
@@ -57,7 +61,8 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
             trusted files only), a dict of arrays (``observations``, ``actions`` in environment units, ``rewards``,
             ``next_observations``, ``terminations``, ``truncations``, ``supports`` and ``next_supports`` as the
             environment gives them, optionally ``costs``), a :class:`~sb3_safeq.offline.SafeTransitions`, or None.
-            Every action must lie inside its stored support
+            Every action must lie inside its stored support. A dataset without supports is accepted only with
+            ``behavior="estimated"``, which estimates them (no guarantee beyond the data: docs/offline.md)
         :param gradient_steps: number of gradient steps, each on a minibatch of ``batch_size`` transitions
         :param callback: callback(s) called after every gradient step (``on_step``); ``num_timesteps`` is then the
             number of gradient steps done
@@ -65,6 +70,9 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
         :param tb_log_name: the name of the run for TensorBoard logging
         :param reset_num_timesteps: start counting gradient steps from 0 (else continue from ``num_timesteps``)
         :param progress_bar: show a progress bar over the gradient steps (tqdm and rich)
+        :param behavior_cloning_steps: ``behavior="estimated"`` only: gradient steps of behavior cloning that fit
+            ``beta`` to the dataset before the offline training (logged as ``offline/bc_loss``; they do not count
+            as timesteps). None: 2,000 when ``beta`` is not fitted yet, none when it is (e.g. after ``load``)
         :return: the trained model
         :raises InvalidDatasetError: for a dataset that does not fit the model or breaks the support contract
         """
@@ -72,17 +80,39 @@ class OfflineTrainingAlgorithm(SupportCollectingAlgorithm):
             raise ValueError(f"gradient_steps must be an integer >= 1, got {gradient_steps!r}.")
         if log_interval is not None and log_interval < 1:
             raise ValueError(f"log_interval must be >= 1 or None, got {log_interval!r}.")
+        behavior = self.behavior_policy
+        estimated = isinstance(behavior, EstimatedBehavior)
+        if behavior_cloning_steps is not None and not estimated:
+            raise ValueError(
+                f'behavior_cloning_steps applies to behavior="estimated" only; this model\'s behavior is {behavior!r}.'
+            )
+        cloning_steps = 0
+        if isinstance(behavior, EstimatedBehavior):
+            cloning_steps = cloning_steps_to_run(behavior, behavior_cloning_steps)
         buffer = self.replay_buffer
+        data = None
         if dataset is not None:
             check_fillable(buffer)  # before reading a dataset that could not be written
-            fill_replay_buffer(buffer, load_offline_dataset(dataset, self.support_kind, self.observation_space))
+            data = load_offline_dataset(
+                dataset, self.support_kind, self.observation_space, supports_required=not estimated
+            )
+            check_capacity(buffer, len(data))  # before behavior cloning, and before the logger is reset
         assert buffer is not None
-        if buffer.size() == 0:
+        if data is None and buffer.size() == 0:
             raise InvalidDatasetError("The replay buffer is empty: give learn_offline a dataset.")
 
+        # The logger exists from here on: behavior cloning logs into it before the buffer is (re)filled.
         total_timesteps, callback = self._setup_offline_learn(
             int(gradient_steps), callback, reset_num_timesteps, tb_log_name, progress_bar
         )
+        if isinstance(behavior, EstimatedBehavior):
+            if cloning_steps > 0:
+                cloned = transitions_from_buffer(buffer) if data is None else data
+                fit_behavior(behavior, cloned, cloning_steps, self.logger, log_interval, self.num_timesteps)
+            if data is not None and data.supports is None:
+                data = with_estimated_supports(behavior, data)
+        if data is not None:
+            fill_replay_buffer(buffer, data)
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total_timesteps:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)

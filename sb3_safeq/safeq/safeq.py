@@ -22,13 +22,16 @@ from sb3_safeq.common.supports.base import InducedActions, InducedStep, SupportK
 from sb3_safeq.common.supports.errors import PredictWithoutSupportWarning
 from sb3_safeq.common.supports.factory import SUPPORTED_ACTION_SPACES, make_support_kind
 from sb3_safeq.common.wrappers import SafetyCounters
-from sb3_safeq.safeq.arguments import check_arguments
+from sb3_safeq.safeq.arguments import InvalidArgumentError, check_arguments
 from sb3_safeq.safeq.box_policies import BoxSafeSupportQPolicy
 from sb3_safeq.safeq.offline_training import OfflineTrainingAlgorithm
 from sb3_safeq.safeq.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SafeSupportQPolicy, observation_batch
 from sb3_safeq.safeq.policy_variants import resolve_policy_class
 
 SelfSafeSupportQ = TypeVar("SelfSafeSupportQ", bound="SafeSupportQ")
+
+#: ``behavior=`` for a behavior cloned from the offline dataset (:mod:`sb3_safeq.common.behaviors.estimated`).
+ESTIMATED = "estimated"
 
 
 class SafeSupportQ(OfflineTrainingAlgorithm):
@@ -76,7 +79,14 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         function: ``(observations, masks) -> probabilities`` (numpy, batched; no mass outside the masks) for
         Discrete actions, ``(observations, low, high) -> torch.distributions.Distribution`` (inside the box) for Box
         actions; or the import path ``"package.module:name"`` of one of these (what an rl-zoo3 hyperparameter file
-        can give, and what a saved model can rebuild without pickling code)
+        can give, and what a saved model can rebuild without pickling code); or ``"estimated"`` (offline only: ``beta``
+        and, for a dataset without supports, the supports are cloned from the dataset by ``learn_offline``; no safety
+        guarantee beyond the data, docs/offline.md)
+    :param behavior_kwargs: options of ``behavior="estimated"``: ``support_threshold`` (Discrete, default 0.05: the
+        smallest probability the logging policy must have given an action for it to count as safe), ``support_tail``
+        (Box, default 0.05: the cloned mass left outside each estimated box), ``beta`` (``"cloned"``: the clone's
+        probabilities on the estimated support, or ``"uniform"`` on it), ``n_components`` (Box, 5), ``net_arch``
+        ([64, 64]), ``learning_rate`` (1e-3) and ``batch_size`` (256) of behavior cloning
     :param exploration: which policy collects data after ``learning_starts``: ``"behavior"`` (``beta``, as in the
         paper), ``"induced"`` (``pi_Q``, same support, so exactly as safe) or ``"mixture"`` (each step, ``pi_Q``
         with probability ``mixture_weight``, else ``beta``)
@@ -145,6 +155,7 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         gradient_steps: int = 1,
         alpha: float | Schedule = 0.05,
         behavior: str | BehaviorPolicy | Callable[..., Any] = "uniform",
+        behavior_kwargs: dict[str, Any] | None = None,
         exploration: str = "behavior",
         mixture_weight: float = 0.5,
         extraction: str = "forward_kl",
@@ -210,6 +221,12 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         )
         self.alpha = alpha
         self.behavior = behavior
+        if behavior_kwargs and not (isinstance(behavior, str) and behavior == ESTIMATED):
+            raise InvalidArgumentError(
+                f'behavior_kwargs={behavior_kwargs!r} apply to behavior="estimated" only (the behavior is '
+                f"{behavior!r}): configure any other behavior through the object or function you pass as behavior."
+            )
+        self.behavior_kwargs = dict(behavior_kwargs or {})
         self.exploration = exploration
         self.mixture_weight = mixture_weight
         self.extraction = extraction
@@ -236,7 +253,12 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
             self.replay_buffer_class = SafeDictReplayBuffer if dict_obs else SafeReplayBuffer
         super()._setup_model()
         self._create_aliases()
-        self.behavior_policy = self.support_kind.make_behavior(self.behavior)
+        if isinstance(self.behavior, str) and self.behavior == ESTIMATED:
+            self.behavior_policy = self.support_kind.make_estimated_behavior(
+                self.observation_space, self.device, **self.behavior_kwargs
+            )
+        else:
+            self.behavior_policy = self.support_kind.make_behavior(self.behavior)
         self.alpha_schedule = self.alpha if callable(self.alpha) else ConstantSchedule(float(self.alpha))
         self._actor_stat_name = self.support_kind.actor_stat_name(self.extraction)
         # Parameter lists of the target update, built once: it runs after every gradient step.
@@ -279,7 +301,8 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
 
         :param observation: a batch of observations (or one observation)
         :param deterministic: take the mode instead of sampling
-        :param action_masks: Discrete actions: the safe-action masks of the observations
+        :param action_masks: Discrete actions: the safe-action masks of the observations (with
+            ``behavior="estimated"``, the supports may be left out: the estimated ones are used)
         :param safe_bounds: Box actions: the safe boxes ``(low, high)`` of the observations, in action units
         :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation, in
             action units (one pair, a batched pair ``A (n, m, d)``, ``b (n, m)``, or a list of pairs)
@@ -290,6 +313,8 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         supports = kind.pick_predict_argument(
             action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
         )
+        if supports is None:
+            supports = self._implied_supports(observation)
         if supports is None:
             raise ValueError(
                 f"The induced policy needs the safe supports of the observations ({kind.predict_keyword}=)."
@@ -305,6 +330,17 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
             kl=step.kl.cpu().numpy(),
             log_probs=None if step.log_probs is None else step.log_probs.cpu().numpy(),
         )
+
+    def _implied_supports(self, observation: np.ndarray | dict[str, np.ndarray]) -> Any:
+        """
+        :param observation: what ``predict`` or ``induced_policy`` was given
+        :return: the supports the behavior implies for it, as ``predict``'s keyword takes them (an estimated
+            behavior's: what the data took), or None for a behavior that implies none
+        """
+        self.policy.set_training_mode(False)
+        with th.no_grad():
+            implied = self.behavior_policy.supports_for(observation_batch(self.policy, observation)[0])
+        return None if implied is None else self.support_kind.predict_argument(implied)
 
     def _induced_step(self, observations: PyTorchObs, supports: th.Tensor, deterministic: bool) -> InducedStep:
         return self.support_kind.induced_step(self, observations, supports, self.current_alpha(), deterministic)
@@ -344,12 +380,16 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         :param safe_constraints: ``ConstrainedBox`` actions: the linear constraints ``(A, b)`` of each observation
             (e.g. ``env.safe_action_constraints()``); with them the action always satisfies ``A a <= b`` (within
             ``CONTAINS_TOLERANCE``)
-        :return: the action and the (unchanged) state
+        :return: the action and the (unchanged) state. Without a support, a model with ``behavior="estimated"`` acts
+            inside the estimated support of each observation (the actions the data took there: no guarantee beyond
+            the data); any other acts with the extraction head alone and warns
         """
         kind = self.support_kind
         supports = kind.pick_predict_argument(
             action_masks=action_masks, safe_bounds=safe_bounds, safe_constraints=safe_constraints
         )
+        if supports is None:
+            supports = self._implied_supports(observation)
         if supports is None:
             warnings.warn(
                 f"SafeSupportQ.predict() without {kind.predict_keyword}: the action is the extraction head's alone, "
@@ -456,6 +496,7 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSafeSupportQ:
+        self.behavior_policy.check_can_collect()
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -481,4 +522,6 @@ class SafeSupportQ(OfflineTrainingAlgorithm):
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "policy.optimizer"], []
+        # A behavior with torch state (an estimated one) is saved with the policy, so load restores it fitted.
+        behavior_state = [f"behavior_policy.{name}" for name in self.behavior_policy.torch_save_names]
+        return ["policy", "policy.optimizer", *behavior_state], []

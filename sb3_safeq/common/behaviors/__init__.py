@@ -7,14 +7,21 @@ from sb3_safeq.common.behaviors.box import (
     TruncatedGaussianBehavior,
     UniformBoxBehavior,
 )
+from sb3_safeq.common.behaviors.estimated import BehaviorNotFittedError, EstimatedBehavior
+from sb3_safeq.common.behaviors.estimated_box import EstimatedBoxBehavior
+from sb3_safeq.common.behaviors.estimated_mask import EstimatedDiscreteBehavior
 from sb3_safeq.common.behaviors.mask import CallableDiscreteBehavior, DiscreteBehaviorPolicy, MaskedUniformBehavior
 
 __all__ = [
+    "BehaviorNotFittedError",
     "BehaviorPolicy",
     "BoxBehaviorPolicy",
     "CallableBoxBehavior",
     "CallableDiscreteBehavior",
     "DiscreteBehaviorPolicy",
+    "EstimatedBehavior",
+    "EstimatedBoxBehavior",
+    "EstimatedDiscreteBehavior",
     "MaskedUniformBehavior",
     "TruncatedGaussianBehavior",
     "UniformBoxBehavior",

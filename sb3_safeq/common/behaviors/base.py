@@ -20,6 +20,26 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 class BehaviorPolicy(ABC):
     """Base class of behavior policies: a distribution over actions supported on each state's safe set."""
 
+    #: attributes holding ``torch`` state (modules, optimizers) that a saved model must carry, relative to the
+    #: behavior (none for a behavior defined by a formula or a function; see :mod:`.estimated`)
+    torch_save_names: tuple[str, ...] = ()
+
+    def supports_for(self, observations: PyTorchObs) -> np.ndarray | None:
+        """
+        The support this behavior implies on its own, for ``predict`` called without one.
+
+        :param observations: batch of observations (tensors)
+        :return: raw supports (environment units) of the observations, or None (the default): a behavior given with
+            the environment's supports implies none, only an estimated one does (:mod:`.estimated`)
+        """
+        return None
+
+    def check_can_collect(self) -> None:
+        """
+        :raises ValueError: if this behavior cannot act in an environment (online ``learn``); the default can
+        """
+        return None
+
     @abstractmethod
     def sample(self, observations: PyTorchObs, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
         """

@@ -76,7 +76,7 @@ class UniformBoxBehavior(BoxBehaviorPolicy):
         return "UniformBoxBehavior()"
 
 
-def _log_ndtr_difference(lower: th.Tensor, upper: th.Tensor) -> th.Tensor:
+def log_ndtr_difference(lower: th.Tensor, upper: th.Tensor) -> th.Tensor:
     """
     ``log(Phi(upper) - Phi(lower))`` for ``lower <= upper <= 0``, stable deep in the left tail.
     """
@@ -84,7 +84,7 @@ def _log_ndtr_difference(lower: th.Tensor, upper: th.Tensor) -> th.Tensor:
     return log_upper + th.log1p(-th.exp(th.special.log_ndtr(lower) - log_upper).clamp(max=1.0 - 1e-16))
 
 
-def _truncated_standard_normal(lower: th.Tensor, upper: th.Tensor, uniform: th.Tensor) -> th.Tensor:
+def truncated_standard_normal(lower: th.Tensor, upper: th.Tensor, uniform: th.Tensor) -> th.Tensor:
     """
     Inverse-cdf sampling of a standard normal truncated to ``[lower, upper]`` (``lower <= 0``), in log space.
 
@@ -178,7 +178,7 @@ class TruncatedGaussianBehavior(BoxBehaviorPolicy):
         lower, upper, sign = self._standard_interval(support, mean, std)
         batch, _, action_dim = support.shape
         uniform = th.rand((batch, n_samples, action_dim), dtype=th.float64, device=support.device)
-        standard = _truncated_standard_normal(lower, upper, uniform)
+        standard = truncated_standard_normal(lower, upper, uniform)
         actions = (mean + sign * standard * std).to(support.dtype)
         return clamp_into(actions, support)
 
@@ -186,7 +186,7 @@ class TruncatedGaussianBehavior(BoxBehaviorPolicy):
         mean, std = self._centre(observations, support)
         lower, upper, _ = self._standard_interval(support, mean, std)
         standard = (actions.double() - mean) / std
-        log_normaliser = _log_ndtr_difference(lower, upper)
+        log_normaliser = log_ndtr_difference(lower, upper)
         log_density = -0.5 * standard**2 - 0.5 * math.log(2 * math.pi) - th.log(std) - log_normaliser
         width = (support[:, 1] - support[:, 0]).unsqueeze(1)
         log_density = th.where(width > POINT_WIDTH, log_density, th.zeros_like(log_density)).sum(-1)

@@ -327,6 +327,25 @@ class SupportKind(ABC):
     def behavior_from_function(self, function: Callable[..., Any]) -> BehaviorPolicy:
         """:return: the behavior policy a user function defines (see the kind's documentation for its signature)"""
 
+    def make_estimated_behavior(
+        self, observation_space: spaces.Space, device: th.device, **behavior_kwargs: Any
+    ) -> BehaviorPolicy:
+        """
+        Build the behavior of ``SafeSupportQ(behavior="estimated")``: a network to be fitted by behavior cloning on an
+        offline dataset (:mod:`sb3_safeq.common.behaviors.estimated`).
+
+        :param observation_space: the model's observation space
+        :param device: where its network lives
+        :param behavior_kwargs: the kind's options (``SafeSupportQ(behavior_kwargs=...)``)
+        :return: the unfitted estimated behavior
+        :raises ValueError: for kinds that offer none (the default)
+        """
+        raise ValueError(
+            f'behavior="estimated" is not offered for the action space {self.action_space!r} yet: it is offered for '
+            "Discrete actions (action masks) and Box actions (safe boxes). Give the behavior that logged the data, "
+            "and store the supports in the dataset."
+        )
+
     def make_behavior(self, behavior: str | BehaviorPolicy | Callable[..., Any]) -> BehaviorPolicy:
         """
         Build the behavior policy named by ``SafeSupportQ(behavior=...)``.
@@ -347,13 +366,20 @@ class SupportKind(ABC):
         if isinstance(behavior, str):
             if behavior == "uniform":
                 return self.uniform_behavior()
+            if behavior == "estimated":
+                raise ValueError(
+                    'behavior="estimated" is cloned from an offline dataset by SafeSupportQ(behavior="estimated")'
+                    ".learn_offline: it cannot act before that, nor collect data. Give a behavior that is known to be "
+                    "supported on the safe set ('uniform', a BehaviorPolicy, a function or its import path)."
+                )
             if ":" in behavior:
                 return self.make_behavior(import_behavior(behavior))
             raise ValueError(
-                f"Unknown behavior policy {behavior!r}: use 'uniform' (uniform over the safe actions), a "
-                "BehaviorPolicy instance, a function (for Discrete actions (observations, masks) -> probabilities, "
-                "for Box actions (observations, low, high) -> torch distribution), or the import path of one of "
-                "these as 'package.module:name'."
+                f"Unknown behavior policy {behavior!r}: use 'uniform' (uniform over the safe actions), 'estimated' "
+                "(SafeSupportQ offline only: cloned from the dataset by learn_offline), a BehaviorPolicy instance, "
+                "a function (for Discrete actions (observations, masks) -> probabilities, for Box actions "
+                "(observations, low, high) -> torch distribution), or the import path of one of these as "
+                "'package.module:name'."
             )
         if callable(behavior):
             return self.behavior_from_function(behavior)

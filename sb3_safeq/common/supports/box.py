@@ -23,6 +23,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from sb3_safeq.common.backup import sampled_soft_value
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
 from sb3_safeq.common.behaviors.box import BoxBehaviorPolicy, CallableBoxBehavior, UniformBoxBehavior
+from sb3_safeq.common.behaviors.estimated import check_options
+from sb3_safeq.common.behaviors.estimated_box import EstimatedBoxBehavior
 from sb3_safeq.common.supports import squashed_box
 from sb3_safeq.common.supports.base import InducedStep, Losses, SoftQLearner, SupportKind
 from sb3_safeq.common.supports.box_utils import (
@@ -214,6 +216,12 @@ class BoxSupport(SupportKind):
 
     def behavior_from_function(self, function: Callable[..., Any]) -> BehaviorPolicy:
         return CallableBoxBehavior(function)
+
+    def make_estimated_behavior(
+        self, observation_space: spaces.Space, device: th.device, **behavior_kwargs: Any
+    ) -> BehaviorPolicy:
+        check_options(EstimatedBoxBehavior, behavior_kwargs)
+        return EstimatedBoxBehavior(observation_space, self.scaler, self.action_dim, device, **behavior_kwargs)
 
     # ------------------------------------------------------------------ learning
 

@@ -18,6 +18,8 @@ from torch.nn import functional as F
 
 from sb3_safeq.common.backup import induced_log_probs, induced_logits, soft_bellman_target
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
+from sb3_safeq.common.behaviors.estimated import check_options
+from sb3_safeq.common.behaviors.estimated_mask import EstimatedDiscreteBehavior
 from sb3_safeq.common.behaviors.mask import CallableDiscreteBehavior, DiscreteBehaviorPolicy, MaskedUniformBehavior
 from sb3_safeq.common.supports.base import InducedStep, Losses, SoftQLearner, SupportKind
 from sb3_safeq.common.supports.errors import EmptySupportError
@@ -128,6 +130,12 @@ class MaskSupport(SupportKind):
 
     def behavior_from_function(self, function: Callable[..., Any]) -> BehaviorPolicy:
         return CallableDiscreteBehavior(function)
+
+    def make_estimated_behavior(
+        self, observation_space: spaces.Space, device: th.device, **behavior_kwargs: Any
+    ) -> BehaviorPolicy:
+        check_options(EstimatedDiscreteBehavior, behavior_kwargs)
+        return EstimatedDiscreteBehavior(observation_space, self.n_actions, device, **behavior_kwargs)
 
     def actor_stat_name(self, extraction: str) -> str:
         return _ACTOR_STAT_NAME

@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_safeq.common.behaviors.base import BehaviorPolicy
@@ -281,6 +282,12 @@ class PolytopeSupport(BoxSupport):
 
     def uniform_behavior(self) -> BehaviorPolicy:
         return UniformPolytopeBehavior()
+
+    def make_estimated_behavior(
+        self, observation_space: spaces.Space, device: th.device, **behavior_kwargs: Any
+    ) -> BehaviorPolicy:
+        # Not the box kind's: a cloned box says nothing about the constraints A a <= b.
+        return super(BoxSupport, self).make_estimated_behavior(observation_space, device, **behavior_kwargs)
 
     def sample_uniform(self, raw_supports: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # Rejection from the action box with numpy's generator (reproducible); the thin polytopes rejection cannot
