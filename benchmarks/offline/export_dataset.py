@@ -31,6 +31,9 @@ import numpy as np
 import sb3_safeq  # noqa: F401  (registers the safe environments)
 from sb3_safeq import SafetyWrapper
 
+#: The first increment's environments: two Discrete grid worlds (masks) and one Box task (boxes).
+DEFAULT_ENVS = ("SafeCliffWalking-v0", "SafeFrozenLake8x8-v0", "SafePointMass-v0")
+
 
 def encoding_of(observation_space: gym.Space) -> str:
     """:return: the name of the observation encoding both sides apply (one-hot for integer grid cells)"""
@@ -128,7 +131,7 @@ def export(env_id: str, behavior: str, n_steps: int, seed: int, out: Path) -> Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=["SafeCliffWalking-v0", "SafeFrozenLake8x8-v0", "SafePointMass-v0"])
+    parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS))
     parser.add_argument("--behavior", default="uniform", help="what collect_safe_dataset accepts (default: uniform)")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
