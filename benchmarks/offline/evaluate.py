@@ -49,6 +49,7 @@ COLUMNS = (
     "eval_episodes",
     "eval_steps",
     "train_wall_s",
+    "train_cpu_s",
     "gradient_steps",
     "dataset_mean_return",
 )
@@ -148,6 +149,7 @@ def evaluate_dataset(path: Path, n_episodes: int) -> list[dict[str, Any]]:
                 "eval_episodes": n_episodes,
                 "eval_steps": steps,
                 "train_wall_s": float(record["train_wall_s"]),
+                "train_cpu_s": float(record["train_cpu_s"]),
                 "gradient_steps": int(record["gradient_steps"]),
                 "dataset_mean_return": dataset_mean,
             }
@@ -160,8 +162,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """:return: the per-environment, per-algorithm summary over dataset seeds (mean ± std; counts summed)"""
     lines = [
         "| env | algo | seeds | return | normalised return | deployed actions outside the support (sum) | "
-        "unsafe visits (sum) | train wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "unsafe visits (sum) | train wall s | train CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(row["env_id"], row["algo"]) for row in rows}, key=lambda key: (key[0], key[1] != "safeq", key[1]))
     for env_id, algo in keys:
@@ -169,10 +171,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         returns = np.array([row["return_mean"] for row in group])
         normalised = np.array([row["normalised_return"] for row in group])
         walls = np.array([row["train_wall_s"] for row in group])
+        cpus = np.array([row["train_cpu_s"] for row in group])
         lines.append(
             f"| {env_id} | {algo} | {len(group)} | {returns.mean():.2f} ± {returns.std():.2f} | "
             f"{normalised.mean():.2f} ± {normalised.std():.2f} | {sum(row['out_of_support_actions'] for row in group)}"
-            f" | {sum(row['unsafe_visits'] for row in group)} | {walls.mean():.0f} |"
+            f" | {sum(row['unsafe_visits'] for row in group)} | {walls.mean():.0f} | {cpus.mean():.0f} |"
         )
     return "\n".join(lines) + "\n"
 
