@@ -132,7 +132,8 @@ def main() -> None:
             record["env_id"] = metadata["env_id"]
             (path.parent / f"d3rlpy_{name}.json").write_text(json.dumps(record, indent=1))
             print(
-                f"{metadata['env_id']} seed {metadata['seed']} {name}: {record['train_wall_s']:.1f} s ({record['train_cpu_s']:.1f} CPU s)",
+                f"{metadata['env_id']} seed {metadata['seed']} {name}: {record['train_wall_s']:.1f} s "
+                f"({record['train_cpu_s']:.1f} CPU s)",
                 flush=True,
             )
 

@@ -93,7 +93,8 @@ def main() -> None:
         record = train(path, args.gradient_steps)
         (path.parent / "safeq.json").write_text(json.dumps(record, indent=1))
         print(
-            f"{record['env_id']} seed {record['seed']} safeq: {record['train_wall_s']:.1f} s ({record['train_cpu_s']:.1f} CPU s)",
+            f"{record['env_id']} seed {record['seed']} safeq: {record['train_wall_s']:.1f} s "
+            f"({record['train_cpu_s']:.1f} CPU s)",
             flush=True,
         )
 
