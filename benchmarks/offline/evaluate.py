@@ -109,71 +109,115 @@ def rollout(policy: Policy, env_id: str, n_episodes: int) -> tuple[list[float], 
     return returns, counters.out_of_support_actions, counters.unsafe_visits, counters.steps
 
 
-def policies_of(folder: Path, encoding: str, discrete: bool) -> dict[str, tuple[Policy, dict[str, Any]]]:
-    """:return: every trained policy in a dataset's folder, by name, with its training record (``.json``)"""
-    found: dict[str, tuple[Policy, dict[str, Any]]] = {}
+#: A trained policy found beside a dataset: (its loader, its training record, the file it is loaded from).
+Found = tuple[Callable[[], Policy], dict[str, Any], Path]
+
+
+def policies_of(folder: Path, encoding: str, discrete: bool) -> dict[str, Found]:
+    """:return: every trained policy in a dataset's folder, by name (loaded on demand: evaluations are cached)"""
+    found: dict[str, Found] = {}
     if (folder / "safeq.zip").exists():
         record = json.loads((folder / "safeq.json").read_text())
-        found["safeq"] = (safeq_policy(folder / "safeq.zip", with_support=True), record)
-        found["safeq_no_support"] = (safeq_policy(folder / "safeq.zip", with_support=False), record)
+        model = folder / "safeq.zip"
+        found["safeq"] = (lambda: safeq_policy(model, with_support=True), record, model)
+        found["safeq_no_support"] = (lambda: safeq_policy(model, with_support=False), record, model)
     for record_path in sorted(folder.glob("d3rlpy_*.json")):
         record = json.loads(record_path.read_text())
-        found[record["algo"]] = (torchscript_policy(folder / record["policy"], encoding, discrete), record)
+        policy_path = folder / record["policy"]
+        found[record["algo"]] = (
+            lambda path=policy_path: torchscript_policy(path, encoding, discrete),  # type: ignore[misc]
+            record,
+            policy_path,
+        )
     return found
+
+
+def evaluate_policy(
+    name: str, found: Found, env_id: str, seed: int, dataset_mean: float, n_episodes: int
+) -> dict[str, Any] | None:
+    """
+    :return: the policy's row (see ``COLUMNS``), from ``eval_<name>.json`` beside it when that is newer than the policy
+        and has as many episodes (the runs land one by one on a shared machine: evaluate as they come), else None when
+        the policy cannot act
+    """
+    load, record, source = found
+    cache = source.parent / f"eval_{name}.json"
+    if cache.exists() and cache.stat().st_mtime > source.stat().st_mtime:
+        cached = json.loads(cache.read_text())
+        if cached["eval_episodes"] == n_episodes:
+            return cached
+    try:
+        returns, outside, unsafe, steps = rollout(load(), env_id, n_episodes)
+    except ValueError as error:
+        # e.g. a model that cannot act without the support: say so rather than fail the whole table.
+        print(f"{env_id} seed {seed} {name}: not evaluated ({error})")
+        return None
+    mean = float(np.mean(returns))
+    row = {
+        "env_id": env_id,
+        "dataset_seed": seed,
+        "algo": name,
+        "return_mean": mean,
+        "return_std": float(np.std(returns)),
+        "normalised_return": (mean - dataset_mean) / (BEST_KNOWN[env_id] - dataset_mean),
+        "out_of_support_actions": outside,
+        "unsafe_visits": unsafe,
+        "eval_episodes": n_episodes,
+        "eval_steps": steps,
+        "train_wall_s": float(record["train_wall_s"]),
+        "train_cpu_s": float(record["train_cpu_s"]),
+        "gradient_steps": int(record["gradient_steps"]),
+        "dataset_mean_return": dataset_mean,
+    }
+    cache.write_text(json.dumps(row, indent=1))
+    print(f"{env_id} seed {seed} {name}: return {mean:.2f}, outside {outside}, unsafe {unsafe}", flush=True)
+    return row
 
 
 def evaluate_dataset(path: Path, n_episodes: int) -> list[dict[str, Any]]:
     """:return: one row per policy trained on this dataset (see ``COLUMNS``)"""
     data = np.load(path)
-    env_id, encoding = str(data["env_id"]), str(data["observation_encoding"])
-    dataset_mean = float(data["dataset_mean_return"])
-    rows = []
-    for name, (policy, record) in policies_of(path.parent, encoding, str(data["action_space"]) == "discrete").items():
-        try:
-            returns, outside, unsafe, steps = rollout(policy, env_id, n_episodes)
-        except ValueError as error:
-            # e.g. a model that cannot act without the support: say so rather than fail the whole table.
-            print(f"{env_id} seed {int(data['seed'])} {name}: not evaluated ({error})")
-            continue
-        mean = float(np.mean(returns))
-        rows.append(
-            {
-                "env_id": env_id,
-                "dataset_seed": int(data["seed"]),
-                "algo": name,
-                "return_mean": mean,
-                "return_std": float(np.std(returns)),
-                "normalised_return": (mean - dataset_mean) / (BEST_KNOWN[env_id] - dataset_mean),
-                "out_of_support_actions": outside,
-                "unsafe_visits": unsafe,
-                "eval_episodes": n_episodes,
-                "eval_steps": steps,
-                "train_wall_s": float(record["train_wall_s"]),
-                "train_cpu_s": float(record["train_cpu_s"]),
-                "gradient_steps": int(record["gradient_steps"]),
-                "dataset_mean_return": dataset_mean,
-            }
-        )
-        print(f"{env_id} seed {int(data['seed'])} {name}: return {mean:.2f}, outside {outside}, unsafe {unsafe}")
-    return rows
+    env_id, seed = str(data["env_id"]), int(data["seed"])
+    found = policies_of(path.parent, str(data["observation_encoding"]), str(data["action_space"]) == "discrete")
+    rows = [
+        evaluate_policy(name, item, env_id, seed, float(data["dataset_mean_return"]), n_episodes)
+        for name, item in found.items()
+    ]
+    return [row for row in rows if row is not None]
+
+
+def common_seeds(rows: list[dict[str, Any]], env_id: str) -> set[int]:
+    """:return: the dataset seeds every algorithm of this environment was evaluated on (a fair summary uses those)"""
+    seeds_by_algo: dict[str, set[int]] = {}
+    for row in rows:
+        if row["env_id"] == env_id:
+            seeds_by_algo.setdefault(row["algo"], set()).add(row["dataset_seed"])
+    return set.intersection(*seeds_by_algo.values())
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """:return: the per-environment, per-algorithm summary over dataset seeds (mean ± std; counts summed)"""
+    """
+    :return: the per-environment, per-algorithm summary (mean ± std over the dataset seeds that every algorithm of the
+        environment has; counts summed over them); the CSV keeps every row
+    """
     lines = [
-        "| env | algo | seeds | return | normalised return | deployed actions outside the support (sum) | "
+        "| env | algo | dataset seeds | return | normalised return | deployed actions outside the support (sum) | "
         "unsafe visits (sum) | train wall s | train CPU s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(row["env_id"], row["algo"]) for row in rows}, key=lambda key: (key[0], key[1] != "safeq", key[1]))
     for env_id, algo in keys:
-        group = [row for row in rows if row["env_id"] == env_id and row["algo"] == algo]
+        seeds = common_seeds(rows, env_id)
+        group = [row for row in rows if (row["env_id"], row["algo"]) == (env_id, algo) and row["dataset_seed"] in seeds]
+        if not group:
+            continue
         returns = np.array([row["return_mean"] for row in group])
         normalised = np.array([row["normalised_return"] for row in group])
         walls = np.array([row["train_wall_s"] for row in group])
         cpus = np.array([row["train_cpu_s"] for row in group])
         lines.append(
-            f"| {env_id} | {algo} | {len(group)} | {returns.mean():.2f} ± {returns.std():.2f} | "
+            f"| {env_id} | {algo} | {', '.join(str(seed) for seed in sorted(seeds))} | "
+            f"{returns.mean():.2f} ± {returns.std():.2f} | "
             f"{normalised.mean():.2f} ± {normalised.std():.2f} | {sum(row['out_of_support_actions'] for row in group)}"
             f" | {sum(row['unsafe_visits'] for row in group)} | {walls.mean():.0f} | {cpus.mean():.0f} |"
         )
