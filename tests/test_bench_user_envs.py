@@ -196,7 +196,7 @@ def test_a_script_without_the_guard_runs_once(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "error" not in result.stderr + result.stdout
     assert set(rows_by_algo(tmp_path / "bench_results" / "alpha")) == {"safeq_alpha0.1"}
-    assert result.stdout.count("to run with") == 1  # one benchmark, not one per run process
+    assert result.stdout.count(" to run on ") == 1  # one benchmark, not one per run process
     # sys.exit(main(...)) at the top level ends each run process while it imports the script: a failed run that
     # names the guard, not a BrokenProcessPool traceback.
     exiting = script.replace("    main(", "    import sys; sys.exit(main(").replace('"bench_results/alpha"])', '"x"]))')

@@ -139,14 +139,26 @@ POINT_MASS_KWARGS = {
     "policy_kwargs": {"net_arch": [32, 32]},
     "n_behavior_samples": 4,
 }
+
+
 # name: (kind, environment (id or factory), its keyword arguments, n_envs, VecEnv class, model arguments). Training
 # collects with mixture exploration on masks (behavior and induced actions), with the behavior on the boxes.
+def _mask_env() -> gym.Env:
+    return TimeLimit(random_env("mask", terminate=False), 7)
+
+
+def _polytope_env() -> gym.Env:
+    return TimeLimit(random_env("polytope", terminate=False), 7)
+
+
+# Module-level factories, not lambdas: SubprocVecEnv pickles them by reference, so its workers build the environments
+# from their own imports (a lambda is pickled by value together with what it references).
 MULTI_ENV_CASES: dict[str, tuple[str, Any, dict[str, Any], int, Any, dict[str, Any]]] = {
-    "mask": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, None, SMALL),
-    "mask-subproc": ("mask", lambda: TimeLimit(random_env("mask", terminate=False), 7), {}, 3, SubprocVecEnv, SMALL),
+    "mask": ("mask", _mask_env, {}, 3, None, SMALL),
+    "mask-subproc": ("mask", _mask_env, {}, 3, SubprocVecEnv, SMALL),
     "polytope-subproc": (
         "polytope",
-        lambda: TimeLimit(random_env("polytope", terminate=False), 7),
+        _polytope_env,
         {},
         3,
         SubprocVecEnv,
