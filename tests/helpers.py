@@ -326,3 +326,28 @@ class IndexQ(nn.Module):
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return th.arange(self.n_actions, dtype=th.float32).expand(observations.shape[0], self.n_actions)
+
+
+def cliff_dataset_without_supports(dataset_id: str = "cliff/nosupport-v0") -> str:
+    """
+    Write a local Minari dataset of one short cliff-walking episode whose infos carry costs but no supports (as a
+    logger that knows nothing of safe supports would write it).
+
+    :param dataset_id: the local dataset id (``MINARI_DATASETS_PATH`` decides where it goes)
+    :return: ``dataset_id``
+    """
+    import minari  # the offline extra: imported only by the tests that need it
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    episode = EpisodeBuffer(
+        id=0,
+        observations=[36, 24, 25],
+        actions=[0, 1],
+        rewards=[-1.0, -1.0],
+        terminations=[False, False],
+        truncations=[False, True],
+        infos={"cost": [0.0, 0.0, 0.0]},
+    )
+    space = gym.make("SafeCliffWalking-v0").observation_space
+    minari.create_dataset_from_buffers(dataset_id, [episode], observation_space=space, action_space=spaces.Discrete(4))
+    return dataset_id

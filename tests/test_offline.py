@@ -15,6 +15,7 @@ from sb3_safeq import SafeSupportQ, SafetyWrapper
 from sb3_safeq.cli import main as cli_main
 from sb3_safeq.common.tabular import masked_uniform_behavior, reachable_states, soft_value_iteration
 from sb3_safeq.offline import InvalidDatasetError, SafeTransitions, collect_safe_dataset
+from tests.helpers import cliff_dataset_without_supports
 
 minari = pytest.importorskip("minari")
 
@@ -294,21 +295,7 @@ def test_supports_inconsistent_with_actions_or_the_space_are_refused(env_id: str
 
 
 def test_minari_datasets_without_supports_or_of_another_env_are_refused(tmp_path: Path) -> None:
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
-    space = gym.make(CLIFF).observation_space
-    episode = EpisodeBuffer(
-        id=0,
-        observations=[36, 24, 25],
-        actions=[0, 1],
-        rewards=[-1.0, -1.0],
-        terminations=[False, False],
-        truncations=[False, True],
-        infos={"cost": [0.0, 0.0, 0.0]},
-    )
-    minari.create_dataset_from_buffers(
-        "cliff/nosupport-v0", [episode], observation_space=space, action_space=gym.spaces.Discrete(4)
-    )
+    cliff_dataset_without_supports()
     model = SafeSupportQ("MlpPolicy", CLIFF)
     with pytest.raises(InvalidDatasetError, match=r"no infos\['action_mask'\].*estimated"):
         model.learn_offline("cliff/nosupport-v0", gradient_steps=1)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import minari
 import numpy as np
 import pytest
 import torch as th
@@ -23,6 +22,7 @@ from sb3_safeq.common.behaviors import (
 from sb3_safeq.offline import InvalidDatasetError, collect_safe_dataset
 from sb3_safeq.offline.minari_io import transitions_from_minari
 from sb3_safeq.safeq.arguments import InvalidArgumentError
+from tests.helpers import cliff_dataset_without_supports
 from tests.polytope_toy_envs import RandomPolytopeEnv
 
 CLIFF = "SafeCliffWalking-v0"
@@ -127,21 +127,7 @@ def test_datasets_without_supports_need_the_estimated_behavior() -> None:
         SafeSupportQ("MlpPolicy", CLIFF, behavior_kwargs={"support_threshold": 0.1})
     assert model.replay_buffer.size() == 0  # nothing was written
 
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
-    episode = EpisodeBuffer(
-        id=0,
-        observations=[36, 24, 25],
-        actions=[0, 1],
-        rewards=[-1.0, -1.0],
-        terminations=[False, False],
-        truncations=[False, True],
-        infos={"cost": [0.0, 0.0, 0.0]},
-    )
-    space = gym.make(CLIFF).observation_space
-    minari.create_dataset_from_buffers(
-        "cliff/nosupport-v0", [episode], observation_space=space, action_space=gym.spaces.Discrete(4)
-    )
+    cliff_dataset_without_supports()
     with pytest.raises(InvalidDatasetError, match=r"no infos\['action_mask'\].*behavior=\"estimated\""):
         model.learn_offline("cliff/nosupport-v0", gradient_steps=1)
     estimated = SafeSupportQ("MlpPolicy", CLIFF, behavior="estimated", seed=0)
