@@ -116,9 +116,9 @@ def test_model_accepts_the_registered_env_ids(env_id: str) -> None:
     assert model.safety_counters.steps == 20 and model.safety_counters.unsafe_visits == 0
 
 
-@pytest.mark.parametrize(("kind", "default"), [("mask", 2), ("box", 1)])
+@pytest.mark.parametrize(("kind", "default"), [("mask", 4), ("box", 1)])
 def test_actor_update_interval_defaults_to_the_support_kind_s(kind: str, default: int, tmp_path: Any) -> None:
-    # Discrete heads regress onto the exact pi_Q (every second step suffices); Box heads need every update.
+    # Discrete heads regress onto the exact pi_Q (every fourth step suffices); Box heads need every update.
     model = SafeSupportQ("MlpPolicy", random_env(kind), seed=0, **TINY)
     assert model.actor_update_interval == default
     assert SafeSupportQ("MlpPolicy", random_env(kind), actor_update_interval=3, **TINY).actor_update_interval == 3

@@ -116,11 +116,11 @@ def test_save_load_round_trip(tmp_path: Path, name: str) -> None:
         saved_parameters = getattr(model, network).parameters()
         for saved, restored_parameter in zip(saved_parameters, getattr(loaded, network).parameters(), strict=True):
             assert th.equal(saved, restored_parameter), network
-    # One optimizer, one parameter group per network (critic, extraction head): both have stepped and come back.
+    # One optimizer, one parameter group for both networks (the critic's first, then the extraction head's): both
+    # have stepped and come back.
     saved_state, restored_state = model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict()
     assert [len(group["params"]) for group in saved_state["param_groups"]] == [
-        len(list(model.critic.parameters())),
-        len(list(model.actor.parameters())),
+        len(list(model.critic.parameters())) + len(list(model.actor.parameters()))
     ]
     n_parameters = sum(len(group["params"]) for group in saved_state["param_groups"])
     assert saved_state["state"].keys() == restored_state["state"].keys() == set(range(n_parameters))
@@ -187,3 +187,34 @@ def test_behavior_given_by_import_path_survives_save_and_load(tmp_path: Path, ki
     # (pytest may import the helpers under another module name, so compare names, not objects)
     function = getattr(loaded.behavior_policy, "probability_fn" if kind == "mask" else "distribution_fn")
     assert function.__qualname__ == path.partition(":")[2]
+
+
+@pytest.mark.parametrize("kind", ["mask", "box"])
+def test_a_model_saved_with_one_optimizer_group_per_network_loads(tmp_path: Path, kind: str) -> None:
+    # Models saved before the optimizer held both networks in one group stored two groups (critic, head): their
+    # optimizer state comes back into the single group, parameter by parameter, and training goes on.
+    model = SafeSupportQ("MlpPolicy", random_env(kind), seed=0, **SMALL)
+    model.learn(80)
+    n_critic = len(list(model.critic.parameters()))
+    state = model.policy.optimizer.state_dict()
+    (group,) = state["param_groups"]
+    settings = {key: value for key, value in group.items() if key != "params"}
+    two_groups = [
+        {**settings, "params": group["params"][:n_critic]},
+        {**settings, "params": group["params"][n_critic:]},
+    ]
+    params = model.get_parameters()
+    params["policy.optimizer"] = {**state, "param_groups": two_groups}
+    fresh = SafeSupportQ("MlpPolicy", random_env(kind), seed=1, **SMALL)
+    fresh.set_parameters(params)
+    restored = fresh.policy.optimizer.state_dict()
+    assert len(restored["param_groups"]) == 1 and restored["state"].keys() == state["state"].keys()
+    for index, values in state["state"].items():
+        for field, value in values.items():
+            assert th.equal(value, restored["state"][index][field]), (index, field)
+    fresh.learn(20, reset_num_timesteps=False)
+
+    different = [{**two_groups[0]}, {**two_groups[1], "lr": 1.0}]
+    params["policy.optimizer"] = {**state, "param_groups": different}
+    with pytest.raises(ValueError, match="different settings"):
+        fresh.set_parameters(params)

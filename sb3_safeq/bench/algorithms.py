@@ -115,7 +115,7 @@ SAFEQ_VARIANTS: dict[str, dict[str, Any]] = {
     "safeq_alpha0.2": {"alpha": 0.2},
     "safeq_alpha1": {"alpha": 1.0},
     "safeq_tau0.02": {"tau": 0.02},
-    # The extraction head trained at every gradient step (the Discrete default trains it every second one).
+    # The extraction head trained at every gradient step (the Discrete default trains it every fourth one).
     "safeq_head_every_step": {"actor_update_interval": 1},
 }
 for _name, _kwargs in SAFEQ_VARIANTS.items():

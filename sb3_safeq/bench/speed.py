@@ -2,7 +2,8 @@
 Environment steps per second of SafeSupportQ against its SB3 counterpart with the same network, batch size,
 ``train_freq`` and ``gradient_steps``: DQN for Discrete actions, SAC for Box actions (where SafeSupportQ is also run
 with several numbers of behavior samples). The runs are interleaved in one process (the machines are shared and
-noisy, so only ratios from the same run mean anything).
+noisy, so only ratios from the same run mean anything): every run of a repeat trains in turn, 250 steps at a time,
+so a slow phase of the machine slows them all alike.
 
     python -m sb3_safeq.bench.speed [--env SafeCliffWalking-v0] [--steps 10000] [--repeats 3]
     python -m sb3_safeq.bench.speed --env SafePointMass-v0 --train-freq 1 --n-samples 4 16 64
@@ -42,23 +43,22 @@ SWEEPS = ("n_actions", "n_samples", "batch_size", "width")
 
 #: An environment id, or a function that builds a new environment (one per model).
 EnvSource = str | Callable[[], gym.Env]
+#: Steps each run takes before the next run's turn (:func:`interleaved_speeds`).
+CHUNK_STEPS = 250
 
 
-def steps_per_second(algo: type, env_id: EnvSource, steps: int, seed: int, kwargs: dict[str, Any]) -> float:
+def warmed_up_model(algo: type, env_id: EnvSource, seed: int, kwargs: dict[str, Any]) -> Any:
     """
     :param algo: algorithm class
     :param env_id: environment id, or a function that builds the environment
-    :param steps: environment steps to train for, after ``learning_starts`` (the warm-up is not timed)
     :param seed: random seed
     :param kwargs: hyperparameters (copied: SB3 adds keys to ``policy_kwargs``)
-    :return: environment steps per second of ``learn`` while training
+    :return: a model that has collected its ``learning_starts`` steps (the warm-up is never timed)
     """
     kwargs = copy.deepcopy(kwargs)
     model = algo("MlpPolicy", env_id if isinstance(env_id, str) else env_id(), seed=seed, **kwargs)
     model.learn(kwargs["learning_starts"])
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - start)
+    return model
 
 
 def multiply_adds_per_gradient_step(algo: type, env_id: EnvSource, seed: int, kwargs: dict[str, Any]) -> float:
@@ -110,23 +110,41 @@ def candidates(
 
 
 def interleaved_speeds(
-    runs: dict[str, tuple[type, dict[str, Any]]], env_id: EnvSource, steps: int, repeats: int
+    runs: dict[str, tuple[type, dict[str, Any]]],
+    env_id: EnvSource,
+    steps: int,
+    repeats: int,
+    chunk: int = CHUNK_STEPS,
 ) -> dict[str, list[float]]:
     """
+    Time every run in alternating chunks of ``chunk`` steps, so that the runs share every slow phase of a shared
+    machine: timing each run whole, one after the other, let per-repeat ratios scatter from 0.6 to 1.5 on the
+    development machine; alternating keeps them within a few percent.
+
     :param runs: the runs to time, by name: algorithm class and hyperparameters
     :param env_id: environment id, or a function that builds the environment
     :param steps: timed training steps per run
     :param repeats: repeats of every run (repeat ``i`` uses seed ``i``)
+    :param chunk: steps per ``learn`` call between two switches (the call's own overhead is a few milliseconds)
     :return: steps per second of every run, one value per repeat
     """
     speeds: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(repeats):
-        # Rotate the order so that a slow phase of the machine does not always hit the same algorithm.
-        names = list(runs)
-        names = names[repeat % len(names) :] + names[: repeat % len(names)]
-        for name in names:
-            algo, kwargs = runs[name]
-            speeds[name].append(steps_per_second(algo, env_id, steps, repeat, kwargs))
+        models = {name: warmed_up_model(algo, env_id, repeat, kwargs) for name, (algo, kwargs) in runs.items()}
+        elapsed = dict.fromkeys(runs, 0.0)
+        done = 0
+        while done < steps:
+            n_steps = min(chunk, steps - done)
+            # Rotate the order so that no run always follows the same one.
+            names = list(runs)
+            names = names[done // chunk % len(names) :] + names[: done // chunk % len(names)]
+            for name in names:
+                start = time.perf_counter()
+                models[name].learn(n_steps, reset_num_timesteps=False)
+                elapsed[name] += time.perf_counter() - start
+            done += n_steps
+        for name in runs:
+            speeds[name].append(steps / elapsed[name])
     return speeds
 
 
@@ -208,7 +226,7 @@ def main() -> None:
         "--actor-update-interval",
         type=int,
         default=None,
-        help="SafeSupportQ's actor_update_interval (default: the support kind's, 2 for Discrete and 1 for Box)",
+        help="SafeSupportQ's actor_update_interval (default: the support kind's, 4 for Discrete and 1 for Box)",
     )
     parser.add_argument(
         "--share-target-draws", action="store_true", help="Box: also run SafeSupportQ with share_target_draws=True"

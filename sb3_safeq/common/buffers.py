@@ -19,6 +19,19 @@ from sb3_safeq.common.supports.base import SupportKind
 from sb3_safeq.common.supports.factory import make_support_kind
 
 
+def sampled_env_indices(n_envs: int, batch_size: int) -> np.ndarray | int:
+    """
+    :param n_envs: the buffer's number of environments
+    :param batch_size: number of transitions sampled
+    :return: the environment of each sampled transition, drawn uniformly as SB3 does; with one environment the
+        index 0 itself (``randint`` over a single value draws nothing from numpy's generator, so the samples are the
+        same, and indexing with an integer is cheaper than with an array)
+    """
+    if n_envs == 1:
+        return 0
+    return np.random.randint(0, high=n_envs, size=(batch_size,))
+
+
 class SafeReplayBufferSamples(NamedTuple):
     """A batch of transitions with the safe support of each observation and next observation."""
 
@@ -114,7 +127,7 @@ class SupportStorage:
         self.next_supports[self.pos] = next_supports
         self._staged = None
 
-    def _sample_supports(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
+    def _sample_supports(self, batch_inds: np.ndarray, env_indices: np.ndarray | int) -> tuple[th.Tensor, th.Tensor]:
         supports = th.as_tensor(self.supports[batch_inds, env_indices], device=self.device)
         next_supports = th.as_tensor(self.next_supports[batch_inds, env_indices], device=self.device)
         return supports, next_supports
@@ -164,7 +177,7 @@ class SafeReplayBuffer(SupportStorage, ReplayBuffer):
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
     ) -> SafeReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        env_indices = sampled_env_indices(self.n_envs, len(batch_inds))
         if self.optimize_memory_usage:
             next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
         else:
@@ -175,12 +188,15 @@ class SafeReplayBuffer(SupportStorage, ReplayBuffer):
         observations = self._normalize_obs(self.observations[batch_inds, env_indices, :], env)
         next_observations = self._normalize_obs(next_obs, env)
         assert isinstance(observations, np.ndarray) and isinstance(next_observations, np.ndarray)  # a flat buffer
+        # Every array here is a fresh copy (advanced indexing), so the tensors can share its memory (SB3 copies again).
         return SafeReplayBufferSamples(
-            observations=self.to_torch(observations),
-            actions=self.to_torch(self.actions[batch_inds, env_indices, :]),
-            next_observations=self.to_torch(next_observations),
-            dones=self.to_torch(dones.reshape(-1, 1)),
-            rewards=self.to_torch(self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env)),
+            observations=self.to_torch(observations, copy=False),
+            actions=self.to_torch(self.actions[batch_inds, env_indices, :], copy=False),
+            next_observations=self.to_torch(next_observations, copy=False),
+            dones=self.to_torch(dones.reshape(-1, 1), copy=False),
+            rewards=self.to_torch(
+                self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env), copy=False
+            ),
             supports=supports,
             next_supports=next_supports,
         )
@@ -215,7 +231,7 @@ class SafeDictReplayBuffer(SupportStorage, DictReplayBuffer):
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env: VecNormalize | None = None
     ) -> SafeDictReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        env_indices = sampled_env_indices(self.n_envs, len(batch_inds))
         obs = self._normalize_obs({key: obs[batch_inds, env_indices, :] for key, obs in self.observations.items()}, env)
         next_obs = self._normalize_obs(
             {key: obs[batch_inds, env_indices, :] for key, obs in self.next_observations.items()}, env

@@ -52,8 +52,9 @@ class MaskedUniformBehavior(DiscreteBehaviorPolicy):
 
     def log_probs(self, observations: PyTorchObs, masks: th.Tensor) -> th.Tensor:
         # A row without safe action (a terminal state may have one) comes out all -inf: "no support".
-        log_uniform = -th.log(masks.sum(dim=-1, keepdim=True, dtype=th.float32))
-        return log_uniform.expand_as(masks).masked_fill(~masks, -th.inf)
+        log_uniform = masks.sum(dim=-1, keepdim=True, dtype=th.float32).log_().neg_()
+        # One select broadcasting the row's value (this runs twice in every gradient step).
+        return th.where(masks, log_uniform, -th.inf)
 
     def sample(self, observations: PyTorchObs, support: th.Tensor, n_samples: int = 1) -> th.Tensor:
         # Sampling straight from the mask avoids building the log-probability table on the acting hot path.
