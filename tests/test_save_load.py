@@ -218,3 +218,8 @@ def test_a_model_saved_with_one_optimizer_group_per_network_loads(tmp_path: Path
     params["policy.optimizer"] = {**state, "param_groups": different}
     with pytest.raises(ValueError, match="different settings"):
         fresh.set_parameters(params)
+    # The fix the error names: the networks alone, without the optimizer state, into a model that has neither.
+    other = SafeSupportQ("MlpPolicy", random_env(kind), seed=2, **SMALL)
+    other.set_parameters({"policy": params["policy"]}, exact_match=False)
+    for saved, restored_parameter in zip(model.policy.parameters(), other.policy.parameters(), strict=True):
+        assert th.equal(saved, restored_parameter)

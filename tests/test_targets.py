@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sb3_safeq import SafeSupportQ
-from sb3_safeq.common.backup import induced_log_probs, soft_bellman_target, soft_value
+from sb3_safeq.common.backup import (
+    induced_log_probs,
+    log_expectation_around_mean,
+    soft_bellman_target,
+    soft_value,
+)
 from sb3_safeq.common.buffers import SafeReplayBufferSamples
 from tests.helpers import KINDS, TINY, LinearQ, random_env
 
@@ -77,6 +82,26 @@ def test_extreme_ratio_of_q_to_alpha_stays_finite(dtype: th.dtype) -> None:
     assert th.isfinite(log_probs[masks]).all()
 
 
+@pytest.mark.parametrize("alpha", [1e-4, 0.05, 1.0, 1e3, 1e6])
+def test_selecting_the_form_on_the_device_or_on_the_host_gives_the_same_bits(alpha: float) -> None:
+    # soft_value reads the form's condition on a CPU and selects on the device elsewhere: the two must agree exactly,
+    # in both regimes (small alpha: the log-sum-exp; large alpha: the expm1 form), with masked actions and an empty row.
+    generator = th.Generator().manual_seed(0)
+    q = th.randn(256, 7, generator=generator) * 30
+    masks = th.rand(256, 7, generator=generator) < 0.5
+    masks[:, 0] = True
+    masks[3] = False
+    log_behavior = log_uniform(masks)
+    behavior_probs = log_behavior.exp()
+    outside = behavior_probs == 0
+    mean = (behavior_probs * q.masked_fill(outside, 0.0)).sum(dim=-1, keepdim=True)
+    scaled = (q - mean).masked_fill(outside, 0.0) / alpha
+    on_host = log_expectation_around_mean(scaled, behavior_probs, log_behavior, select_on_device=False)
+    on_device = log_expectation_around_mean(scaled, behavior_probs, log_behavior, select_on_device=True)
+    assert th.equal(on_host, on_device)
+    assert th.isfinite(on_host[masks.any(-1)]).all()
+
+
 def test_terminal_next_state_without_safe_action_is_not_nan() -> None:
     q = th.zeros(2, 3)
     masks = th.tensor([[False, False, False], [True, False, False]])
@@ -96,6 +121,36 @@ def test_soft_backup_is_a_contraction() -> None:
         # |V1 - V2| <= max over the support of |Q1 - Q2|.
         bound = th.where(masks, (q1 - q2).abs(), th.zeros_like(q1)).max(dim=-1).values
         assert (gap.abs() <= bound + 1e-9).all()
+
+
+@pytest.mark.parametrize("extraction", ["forward_kl", "reverse_kl"])
+def test_the_discrete_head_loss_and_its_kl_match_their_definitions(extraction: str) -> None:
+    # Forward KL: the loss is the cross-entropy of the head's full softmax to pi_Q = softmax(log beta + Q / alpha)
+    # (masked) and the logged statistic KL(pi_Q || head); reverse KL: both are KL(head masked || pi_Q). Recomputed
+    # here from the critic's and the head's outputs in float64.
+    model = SafeSupportQ("MlpPolicy", random_env("mask"), extraction=extraction, seed=0, learning_starts=20, **TINY)
+    model.learn(60)
+    data = model.replay_buffer.sample(32)
+    alpha = model.current_alpha()
+    _, _, actor_terms = model.support_kind.losses(model, data, alpha, update_actor=True)
+    assert actor_terms is not None
+    with th.no_grad():
+        q = model.critic(data.observations).double()
+        logits = model.actor(data.observations).double()
+    masks = data.supports
+    target_log = th.log_softmax((q / alpha).masked_fill(~masks, -th.inf), dim=-1)  # uniform beta: a constant shift
+    target = target_log.exp()
+    if extraction == "forward_kl":
+        head_log = th.log_softmax(logits, dim=-1)
+        expected_loss = -(target * head_log).sum(-1).mean()
+        expected_kl = (target * (target_log - head_log)).masked_fill(~masks, 0.0).sum(-1).mean()
+    else:
+        head_log = th.log_softmax(logits.masked_fill(~masks, -th.inf), dim=-1)
+        expected_loss = (head_log.exp() * (head_log - target_log)).masked_fill(~masks, 0.0).sum(-1).mean()
+        expected_kl = expected_loss
+    assert float(actor_terms[0]) == pytest.approx(float(expected_loss), abs=1e-5)
+    assert float(actor_terms[1]) == pytest.approx(float(expected_kl), abs=1e-5)
+    assert float(actor_terms[1]) >= -1e-6
 
 
 @settings(max_examples=60, deadline=None)

@@ -136,8 +136,8 @@ def interleaved_speeds(
         while done < steps:
             n_steps = min(chunk, steps - done)
             # Rotate the order so that no run always follows the same one.
-            names = list(runs)
-            names = names[done // chunk % len(names) :] + names[: done // chunk % len(names)]
+            turn = done // chunk % len(runs)
+            names = [*list(runs)[turn:], *list(runs)[:turn]]
             for name in names:
                 start = time.perf_counter()
                 models[name].learn(n_steps, reset_num_timesteps=False)

@@ -55,20 +55,38 @@ def soft_value(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th
     # Actions outside the support have probability 0; their Q-values may be arbitrary and must not leak in.
     behavior_mean = (behavior_probs * q_values.masked_fill(outside_support, 0.0)).sum(dim=-1, keepdim=True)
     scaled = (q_values - behavior_mean).masked_fill(outside_support, 0.0) / alpha
-    near_mean = scaled.abs().amax() <= 1.0
-    if scaled.device.type == "cpu":
-        if bool(near_mean):
-            log_expectation = th.log1p((behavior_probs * th.expm1(scaled)).sum(dim=-1))
-        else:
-            log_expectation = th.logsumexp(log_behavior + scaled, dim=-1)
-    else:
-        # Clamped so that the unselected form cannot overflow (a no-op when it is the selected one, which is why the
-        # CPU path above, where the clamp is never needed, gives the same values).
-        expm1_form = th.log1p((behavior_probs * th.expm1(scaled.clamp(-1.0, 1.0))).sum(dim=-1))
-        logsumexp_form = th.logsumexp(log_behavior + scaled, dim=-1)
-        log_expectation = th.where(near_mean, expm1_form, logsumexp_form)
+    log_expectation = log_expectation_around_mean(
+        scaled, behavior_probs, log_behavior, select_on_device=scaled.device.type != "cpu"
+    )
     values = behavior_mean.squeeze(-1) + alpha * log_expectation
     return values.masked_fill(outside_support.all(dim=-1), -th.inf)
+
+
+def log_expectation_around_mean(
+    scaled: th.Tensor, behavior_probs: th.Tensor, log_behavior: th.Tensor, select_on_device: bool
+) -> th.Tensor:
+    """
+    ``log E_beta[exp(scaled)]`` for ``scaled = (Q - E_beta[Q]) / alpha`` (0 outside the support), in the form that
+    is exact for the batch: ``log1p(E_beta[expm1(scaled)])`` when every ``|scaled| <= 1``, else a log-sum-exp.
+
+    :param scaled: centred, scaled Q-values, shape ``(..., n_actions)``
+    :param behavior_probs: behavior probabilities (0 outside the support), same shape
+    :param log_behavior: their logarithms (``-inf`` outside the support), same shape
+    :param select_on_device: compute both forms and select one with a 0-d condition on the device (no host
+        synchronisation: for accelerators), instead of reading the condition and computing one form (for CPUs); both
+        give the same values, bit for bit
+    :return: shape ``(...)``
+    """
+    near_mean = scaled.abs().amax() <= 1.0
+    if not select_on_device:
+        if bool(near_mean):
+            return th.log1p((behavior_probs * th.expm1(scaled)).sum(dim=-1))
+        return th.logsumexp(log_behavior + scaled, dim=-1)
+    # Clamped so that the unselected form cannot overflow: a no-op when it is the selected one, which is why the
+    # path above, where the clamp is never needed, gives the same values.
+    expm1_form = th.log1p((behavior_probs * th.expm1(scaled.clamp(-1.0, 1.0))).sum(dim=-1))
+    logsumexp_form = th.logsumexp(log_behavior + scaled, dim=-1)
+    return th.where(near_mean, expm1_form, logsumexp_form)
 
 
 def induced_logits(q_values: th.Tensor, log_behavior: th.Tensor, alpha: float) -> th.Tensor:

@@ -171,7 +171,8 @@ def merged_parameter_groups(optimizer_state: dict[str, Any]) -> dict[str, Any]:
     if any(setting != settings[0] for setting in settings[1:]):
         raise ValueError(
             "The saved optimizer has parameter groups with different settings, which one optimizer group cannot "
-            f"hold: {settings}. Load the model with `custom_objects` or retrain it."
+            f"hold: {settings}. Give every group of the saved state the same settings, or load the networks without "
+            "the optimizer state: `model.set_parameters({'policy': params['policy']}, exact_match=False)`."
         )
     merged = {**settings[0], "params": [index for group in groups for index in group["params"]]}
     return {**optimizer_state, "param_groups": [merged]}

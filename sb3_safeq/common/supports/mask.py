@@ -164,7 +164,8 @@ class MaskSupport(SupportKind):
         if learner.extraction == "forward_kl":
             # Cross-entropy of the full softmax to pi_Q (zero outside the support): the unmasked head also learns to
             # avoid unsafe actions. One fused call (with probabilities as targets) instead of four element-wise ones.
-            target_probs = th.softmax(target_logits, dim=-1)
+            with th.no_grad():
+                target_probs = th.softmax(target_logits, dim=-1)
             actor_loss = F.cross_entropy(logits, target_probs)
             with th.no_grad():
                 # KL = cross-entropy - H(pi_Q); entr(0) = 0 outside the support.
